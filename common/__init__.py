@@ -1,0 +1,1 @@
+"""Code shared by every process of a BitDust node."""

@@ -1,0 +1,251 @@
+"""The one registry of the 124 API methods: routes, owners, parameters, types, defaults.
+
+Built from `api_methods.json` (a copy of the API specification). The gateway routes and
+validates with it, `/openapi.json` is generated from it, processes learn which methods they own
+from it, and the CLI lists it.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from common import codec
+from common.errors import InvalidArgumentError
+
+_NO_DEFAULT = object()
+
+# Types of parameters whose default (None) does not tell.
+_TYPE_HINTS: dict[str, str] = {
+    "key_size": "int", "timeout": "float", "udp_port": "int", "dht_port": "int", "use_cache_ttl": "int",
+    "expire": "int", "position": "int", "index": "int", "wait_timeout": "float", "polling_timeout": "float",
+    "attempts": "int", "count": "int", "layer_id": "int", "offset": "int", "limit": "int", "retries": "int",
+    "ping_timeout": "float", "message_ack_timeout": "float", "amount": "float", "value": "json",
+    "data": "json", "query_details": "json",
+}
+
+# Alternative names that clients of the reference engine send (see the notes in the spec).
+_ALIASES: dict[str, dict[str, str]] = {
+    "file_download_start": {"destination_folder": "destination_path", "local_path": "destination_path"},
+    "user_status": {"id": "user_id", "global_id": "user_id", "idurl": "user_id"},
+    "user_status_check": {"id": "user_id", "global_id": "user_id", "idurl": "user_id"},
+    "user_ping": {"id": "user_id", "global_id": "user_id", "idurl": "user_id"},
+    "message_history": {"id": "recipient_id"},
+    "group_share": {"key_id": "group_key_id"},
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an API method."""
+
+    name: str
+    type: str
+    default: Any = _NO_DEFAULT
+
+    @property
+    def required(self) -> bool:
+        return self.default is _NO_DEFAULT
+
+    def default_value(self) -> Any:
+        return None if self.required else self.default
+
+
+@dataclass(frozen=True)
+class Route:
+    verb: str
+    pattern: str
+
+    @functools.cached_property
+    def regex(self) -> re.Pattern[str]:
+        return re.compile("^" + self.pattern.rstrip("$").lstrip("^") + "$")
+
+    @property
+    def path_params(self) -> list[str]:
+        return list(self.regex.groupindex)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One API method: name, owner process, parameters, routes, doc."""
+
+    name: str
+    owner: str
+    params: tuple[Param, ...]
+    routes: tuple[Route, ...]
+    doc: str = ""
+    ws_only: bool = False
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def bind(self, raw: dict[str, Any], from_text: bool) -> dict[str, Any]:
+        """Typed keyword arguments from request values; raises `InvalidArgumentError`.
+
+        `from_text` is true for query strings and path parameters, where every value is text.
+        Unknown parameters are ignored (as the reference engine does); missing required ones
+        are refused.
+        """
+        given = {self.aliases.get(k, k): v for k, v in raw.items() if k != "api_secret"}
+        if self.name in ("config_get", "config_set") and "key1" in given:
+            given["key"] = "/".join(str(given.pop(k)) for k in ("key1", "key2", "key3") if k in given)
+        kwargs: dict[str, Any] = {}
+        for param in self.params:
+            if param.name not in given:
+                if param.required:
+                    raise InvalidArgumentError(f"parameter {param.name} is required", reason="invalid_argument")
+                continue
+            kwargs[param.name] = coerce(param, given[param.name], from_text)
+        return kwargs
+
+
+def coerce(param: Param, value: Any, from_text: bool) -> Any:
+    """Convert one value to the parameter's type; raises `InvalidArgumentError`."""
+    kind = param.type
+    try:
+        if value is None:
+            if param.required:
+                raise ValueError("null")
+            return None
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            if isinstance(value, str) and value.strip() in ("", "null", "none", "None") and not param.required:
+                return param.default_value()
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, str) and value.strip() in ("", "null", "none", "None") and not param.required:
+                return param.default_value()
+            return float(value)
+        if kind == "list":
+            if isinstance(value, list):
+                return value
+            if isinstance(value, str):
+                text = value.strip()
+                if text.startswith("["):
+                    parsed = codec.loads(text)
+                    if isinstance(parsed, list):
+                        return parsed
+                return [part.strip() for part in text.split(",") if part.strip()]
+            raise ValueError(value)
+        if kind == "json":
+            if from_text and isinstance(value, str):
+                text = value.strip()
+                if text[:1] in ("{", "[", '"') or text in ("true", "false", "null") or _is_number(text):
+                    try:
+                        return codec.loads(text)
+                    except ValueError:
+                        return value
+            return value
+        if isinstance(value, (dict, list)):
+            raise ValueError(value)
+        return str(value) if not isinstance(value, bool) else ("true" if value else "false")
+    except (ValueError, TypeError, OverflowError):
+        expected = {"bool": "a boolean", "int": "an integer", "float": "a number", "list": "a list"}.get(
+            kind, "a string"
+        )
+        raise InvalidArgumentError(
+            f"parameter {param.name} must be {expected}, got {value!r}", reason="invalid_argument"
+        ) from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _parse_signature(signature: str) -> tuple[Param, ...]:
+    tree = ast.parse(f"def {signature}: pass")
+    func = tree.body[0]
+    assert isinstance(func, ast.FunctionDef)
+    args = func.args.args
+    defaults = [ast.literal_eval(d) for d in func.args.defaults]
+    first_default = len(args) - len(defaults)
+    params = []
+    for position, arg in enumerate(args):
+        default = defaults[position - first_default] if position >= first_default else _NO_DEFAULT
+        params.append(Param(arg.arg, _infer_type(arg.arg, default), default))
+    return tuple(params)
+
+
+def _infer_type(name: str, default: Any) -> str:
+    if name in _TYPE_HINTS:
+        return _TYPE_HINTS[name]
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, list):
+        return "list"
+    return "str"
+
+
+class Registry:
+    """All methods, by name, with route lookup."""
+
+    def __init__(self, methods: list[Method]):
+        self.methods = {m.name: m for m in methods}
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.methods.values())
+
+    def __len__(self) -> int:
+        return len(self.methods)
+
+    def get(self, name: str) -> Method | None:
+        return self.methods.get(name)
+
+    def owned_by(self, process: str) -> list[Method]:
+        return [m for m in self.methods.values() if m.owner == process]
+
+    def match(self, verb: str, path: str) -> tuple[Method, dict[str, str]] | None | bool:
+        """(method, path params) for a request; False when the path exists under another verb."""
+        path_known = False
+        for method in self.methods.values():
+            for route in method.routes:
+                found = route.regex.match(path)
+                if found:
+                    if route.verb == verb:
+                        return method, {k: v for k, v in found.groupdict().items() if v is not None}
+                    path_known = True
+        return False if path_known else None
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> Registry:
+    """The registry built from the packaged specification."""
+    raw = json.loads(resources.files("common").joinpath("api_methods.json").read_text())
+    methods = []
+    for item in raw["methods"]:
+        methods.append(Method(
+            name=item["name"],
+            owner=item["owner"],
+            params=_parse_signature(item["signature"]),
+            routes=tuple(Route(r["verb"], r["route"]) for r in item["routes"]),
+            doc=item.get("doc", ""),
+            ws_only=bool(item.get("ws_only")),
+            aliases=_ALIASES.get(item["name"], {}),
+        ))
+    return Registry(methods)

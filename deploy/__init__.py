@@ -1,0 +1,1 @@
+"""Deployment of BitDust nodes: configuration templates, node control, local networks, CLI."""

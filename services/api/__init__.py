@@ -1,0 +1,1 @@
+"""The api process of a BitDust node."""

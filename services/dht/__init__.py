@@ -1,0 +1,1 @@
+"""The dht process of a BitDust node."""

@@ -1,0 +1,1 @@
+"""The identity process of a BitDust node."""

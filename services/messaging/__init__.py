@@ -1,0 +1,1 @@
+"""The messaging process of a BitDust node."""

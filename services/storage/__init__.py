@@ -1,0 +1,1 @@
+"""The storage process of a BitDust node."""

@@ -1,0 +1,1 @@
+"""The transport process of a BitDust node."""

@@ -1,0 +1,60 @@
+"""The bus adapter on a real nats-server: endpoints, errors, 501 stubs, fast failure."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.endpoint import Reply, endpoint
+from common.errors import ConflictError, InvalidArgumentError, NodeError, UnavailableError
+from common.process import ServiceBase
+from tests.helpers import connect, running_service
+
+
+class Echo(ServiceBase):
+    @endpoint(internal=True)
+    async def echo(self, text: str, times: int = 1) -> str:
+        return text * times
+
+    @endpoint(internal=True)
+    async def fail(self) -> None:
+        raise ConflictError("taken", reason="name_taken")
+
+    @endpoint(internal=True)
+    async def crash(self) -> None:
+        raise RuntimeError("secret internals")
+
+    @endpoint(internal=True)
+    async def with_message(self) -> Reply:
+        return Reply({"done": True}, "all good")
+
+
+async def test_endpoint_roundtrip_and_errors(bus_home):
+    async with running_service(bus_home, "storage", Echo):
+        bus = await connect(bus_home)
+        try:
+            assert await bus.call_internal("storage", "echo", text="ab", times=2) == "abab"
+            with pytest.raises(NodeError) as conflict:
+                await bus.call_internal("storage", "fail")
+            assert (conflict.value.status, conflict.value.reason) == (409, "name_taken")
+            with pytest.raises(NodeError) as crash:
+                await bus.call_internal("storage", "crash")
+            assert crash.value.status == 500 and "secret" not in crash.value.message
+            with pytest.raises(InvalidArgumentError.__mro__[1]) as bad:
+                await bus.call_internal("storage", "echo", nope=1)
+            assert bad.value.status == 400
+            doc = await bus.request_raw("storage.with_message", b"{}")
+            assert doc == {"result": {"done": True}, "message": "all good"}
+            with pytest.raises(NodeError) as unbuilt:
+                await bus.call("api.storage.files_list", {})
+            assert (unbuilt.value.status, unbuilt.value.reason) == (501, "not_implemented")
+        finally:
+            await bus.close()
+
+
+async def test_request_to_absent_process_fails_fast(bus_home):
+    bus = await connect(bus_home)
+    try:
+        with pytest.raises(UnavailableError):
+            await bus.call_internal("messaging", "ping", timeout=5)
+    finally:
+        await bus.close()
