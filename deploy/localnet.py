@@ -1,0 +1,108 @@
+"""Many complete nodes on one host, on loopback: `bitdust localnet up/down`.
+
+Node i gets its own home `DIR/node-i`, supervisord, bus and ports (each base port + i, all
+shifted by `port_offset`). Node 0 also runs the identity server and is the DHT seed; every node
+gets a network configuration `localnet` that points at them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from pathlib import Path
+from typing import Any
+
+from common import codec, network_config
+from common.config_store import ConfigStore
+from common.fsutil import atomic_write
+from common.home import NodeHome
+from deploy import node
+
+NETWORK_NAME = "localnet"
+
+# option key -> base port; node i uses base + offset + i
+PORTS = {
+    "interface/api/rest-http-port": 8180,
+    "interface/api/web-socket-port": 8280,
+    "interface/bus/port": 8380,
+    "services/tcp-connections/tcp-port": 7771,
+    "services/entangled-dht/udp-port": 14441,
+    "services/udp-datagrams/udp-port": 8882,
+}
+ID_SERVER_PORT = 8084
+
+
+def node_ports(index: int, offset: int) -> dict[str, int]:
+    return {key: base + offset + index for key, base in PORTS.items()}
+
+
+def prepare(root: Path, count: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Create (or refresh) the homes and configs of `count` nodes under `root`."""
+    seed_ports = node_ports(0, offset)
+    network = network_config.NetworkConfig(
+        NETWORK_NAME,
+        identity_servers=[f"127.0.0.1:{ID_SERVER_PORT + offset}"],
+        dht_seeds=[f"127.0.0.1:{seed_ports['services/entangled-dht/udp-port']}"],
+    )
+    nodes = []
+    for index in range(count):
+        home = NodeHome(root / f"node-{index}")
+        home.ensure()
+        ports = node_ports(index, offset)
+        options: dict[str, Any] = dict(ports)
+        options["services/network/selected"] = NETWORK_NAME
+        roles = []
+        if index == 0:
+            options["services/identity-server/enabled"] = True
+            options["services/identity-server/web-port"] = ID_SERVER_PORT + offset
+            roles = ["id-server", "dht-seed"]
+        ConfigStore(home.options_file).set_many(options)
+        network_config.save(home.networks_dir, network)
+        nodes.append({
+            "name": f"node-{index}", "home": str(home.root),
+            "api_port": ports["interface/api/rest-http-port"], "ws_port": ports["interface/api/web-socket-port"],
+            "api_secret": home.api_secret(), "roles": roles,
+        })
+    return nodes
+
+
+def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeout: float = 120) -> dict[str, Any]:
+    """Start `count` nodes and return the `localnet.json` document once every node is healthy."""
+    if count < 1:
+        raise ValueError("a local network needs at least one node")
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    nodes = prepare(root, count, offset)
+    doc = {"network": NETWORK_NAME, "nodes": nodes}
+    atomic_write(root / "localnet.json", codec.dumps(doc))
+    began = time.monotonic()
+    homes = [NodeHome(Path(n["home"])) for n in nodes]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, count)) as pool:
+        list(pool.map(lambda h: node.start(h, wait=False), homes))
+        list(pool.map(lambda h: node.wait_healthy(h, timeout), homes))
+    if identities:
+        for index, home in enumerate(homes):
+            status, reply = node.call_api(home, "POST", "/identity/create/v1", {"username": f"node-{index}"},
+                                          timeout=120)
+            if status != 200:
+                raise RuntimeError(f"identity_create on node-{index} failed: {reply}")
+            nodes[index]["idurl"] = reply.get("result", {}).get("idurl")
+        atomic_write(root / "localnet.json", codec.dumps(doc))
+    doc["started_in"] = round(time.monotonic() - began, 3)
+    return doc
+
+
+def down(root: Path) -> list[str]:
+    """Stop every node listed in `DIR/localnet.json` (and any `node-*` home under it)."""
+    root = root.resolve()
+    homes: list[Path] = []
+    listing = root / "localnet.json"
+    if listing.exists():
+        homes = [Path(n["home"]) for n in codec.loads(listing.read_bytes()).get("nodes", [])]
+    homes += [p for p in sorted(root.glob("node-*")) if p not in homes]
+    stopped = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        for home, was_running in zip(homes, pool.map(lambda h: node.stop(NodeHome(h)), homes), strict=True):
+            if was_running:
+                stopped.append(home.name)
+    return stopped
