@@ -1,0 +1,463 @@
+"""The identity process's bus endpoints: the node's identity, the keyring agent, the ID server.
+
+Identity API methods and the internal verbs other processes call (`identity.sign`,
+`identity.fetch`, …) live here; the key API methods and the `Key`/`AuditKey` packet handlers are
+in `keys_endpoints.py`. Domain rules are in the pure modules (`document`, `keyring`, `idcache`,
+`idstore`, `keyshare`); this module decodes, orchestrates, encodes and emits events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from common import crypto, network_config
+from common.endpoint import Reply, endpoint
+from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
+from common.fsutil import atomic_write
+from common.process import ProcessContext
+from services.identity import document, ids
+from services.identity.document import DocumentError, IdentityDocument
+from services.identity.idcache import CacheConflictError, IdentityCache
+from services.identity.idclient import IdServerClient
+from services.identity.idserver import IdServer
+from services.identity.idstore import IdServerStore
+from services.identity.keyring import Keyring
+from services.identity.keys_endpoints import KeysEndpoints, as_bool
+from services.identity.local_identity import LocalIdentity
+
+log = logging.getLogger(__name__)
+
+CACHE_TTL = 600.0
+"""Seconds a cached identity of another node is used before it is fetched again."""
+NICKNAME_ATTEMPTS = 5
+NICKNAME_FIRST_DELAY = 1.0
+IDSERVER_OPTIONS = "services/identity-server/"
+
+
+class IdentityService(KeysEndpoints):
+    """The identity process: owns the private keys, the identity, the cache and the ID server."""
+
+    def __init__(self, ctx: ProcessContext, client: IdServerClient | None = None):
+        super().__init__(ctx)
+        state = ctx.home.state("identity")
+        self.keyring = Keyring(state / "keys")
+        self.cache = IdentityCache(state / "idcache")
+        self.local = LocalIdentity(state / "identity.xml")
+        self.idserver_root = state / "idserver"
+        self.client = client or IdServerClient()
+        self.doc: IdentityDocument | None = None
+        self.idserver: IdServer | None = None
+        self._inflight: dict[str, asyncio.Future[IdentityDocument]] = {}
+        # create/recover/rotate/erase change the identity: one at a time.
+        self._identity_lock = asyncio.Lock()
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.keyring.load()
+        self.cache.load()
+        self.doc = self.local.load()
+        if self.doc is not None and not self._master_matches(self.doc):
+            log.error("the master key does not match the local identity; signing is refused")
+        await self._reconcile_idserver()
+        await self.subscribe_packets()
+        if self.doc is not None:
+            self._publish_nickname(self.doc)
+
+    async def stop(self) -> None:
+        await self.unsubscribe_packets()
+        if self.idserver is not None:
+            await self.idserver.stop()
+            self.idserver = None
+        await self.client.close()
+
+    async def on_config_changed(self, keys: list[str]) -> None:
+        if not keys or any(key.startswith(IDSERVER_OPTIONS) for key in keys):
+            await self._reconcile_idserver()
+
+    async def _reconcile_idserver(self) -> None:
+        """Run the identity server exactly when and where the options say."""
+        config = self.ctx.config
+        enabled = bool(config.get(IDSERVER_OPTIONS + "enabled"))
+        port = int(config.get(IDSERVER_OPTIONS + "web-port"))
+        hosts = {f"{config.get(IDSERVER_OPTIONS + 'host') or '127.0.0.1'}:{port}",
+                 f"127.0.0.1:{port}", f"localhost:{port}"}
+        current = self.idserver
+        if current is not None and (not enabled or current.port != port or current.store.hosts != hosts):
+            await current.stop()
+            self.idserver = None
+        if enabled and self.idserver is None:
+            server = IdServer(IdServerStore(self.idserver_root, hosts), port)
+            try:
+                await server.start()
+            except OSError as exc:
+                log.error("identity server cannot listen on port %d: %s", port, exc)
+                return
+            self.idserver = server
+
+    # ---- helpers shared with the key endpoints ---------------------------------------------
+
+    def require_identity(self) -> IdentityDocument:
+        if self.doc is None:
+            raise NotFoundError("local identity is not valid or not exist", reason="identity_not_exist")
+        return self.doc
+
+    def _master_matches(self, doc: IdentityDocument) -> bool:
+        master = self.keyring.master
+        return master is not None and crypto.public_key_to_ssh(master.public_key()) == doc.publickey
+
+    def master_key(self) -> rsa.RSAPrivateKey:
+        doc = self.require_identity()
+        if not self._master_matches(doc):
+            raise ConflictError("the master key does not match the local identity", reason="master_key_mismatch")
+        assert self.keyring.master is not None
+        return self.keyring.master
+
+    async def fetch_document(self, user_id: str, refresh: bool = False) -> IdentityDocument:
+        """The verified identity of a user (IDURL, global id or key id), from cache or its server.
+
+        A cached copy younger than `CACHE_TTL` is used unless `refresh`; an older one is refreshed
+        but still served when its server cannot be reached. Concurrent fetches of one IDURL share
+        a single download.
+        """
+        try:
+            user = ids.to_idurl(user_id)
+        except InvalidArgumentError:
+            raise NotFoundError(f"identity {user_id!r} was not found: not an IDURL or a global id",
+                                reason="identity_not_found") from None
+        url = user.url
+        if self.doc is not None and url in self.doc.sources:
+            return self.doc
+        cached = self.cache.get(url)
+        if cached is not None and not refresh and self.cache.age(url) < CACHE_TTL:
+            return cached
+        task = self._inflight.get(url)
+        if task is None:
+            task = asyncio.ensure_future(self._download_and_cache(url, user.name))
+            self._inflight[url] = task
+            task.add_done_callback(lambda _t, key=url: self._inflight.pop(key, None))
+        try:
+            return await asyncio.shield(task)
+        except NotFoundError:
+            if cached is not None and not refresh:
+                log.info("identity server of %s unreachable, serving the cached copy", url)
+                return cached
+            raise
+
+    async def _download_and_cache(self, url: str, name: str) -> IdentityDocument:
+        doc = await self._download_verified(url)
+        if url not in doc.sources:
+            if doc.name != name:
+                raise NotFoundError(f"{url} serves the identity of another name", reason="identity_not_found")
+            # The node moved to another server and told the old one: follow it once.
+            try:
+                newer = await self._download_verified(doc.idurl)
+                if newer.publickey == doc.publickey and newer.revision >= doc.revision:
+                    doc = newer
+            except NotFoundError:
+                pass
+        try:
+            return self.cache.put(doc, requested=url)
+        except CacheConflictError as exc:
+            raise NotFoundError(str(exc), reason="identity_not_found") from None
+
+    async def _download_verified(self, url: str) -> IdentityDocument:
+        raw = await self.client.download(url)
+        try:
+            return document.parse_verified(raw)
+        except DocumentError as exc:
+            raise NotFoundError(f"identity at {url} cannot be verified: {exc}", reason="identity_not_found") from None
+
+    # ---- internal verbs --------------------------------------------------------------------
+
+    @endpoint("my_identity", internal=True)
+    async def my_identity(self) -> dict[str, Any]:
+        """This node's identity: idurl, global_id, name, contacts, publickey, revision, sources."""
+        return self.require_identity().summary()
+
+    @endpoint("fetch", internal=True)
+    async def fetch(self, idurl: str, refresh: bool = False) -> dict[str, Any]:
+        """Any node's verified identity, cached; raises `NotFoundError` (`identity_not_found`)."""
+        return (await self.fetch_document(idurl, refresh=as_bool(refresh, "refresh"))).summary()
+
+    @endpoint("sign", internal=True)
+    async def sign(self, data: str, key_id: str | None = None) -> dict[str, Any]:
+        """RSA-PSS/SHA-256 signature of base64 `data` by a key held here (the master key by default)."""
+        raw = _unb64(data, "data")
+        record = self.private_record(key_id)
+        assert record.private is not None
+        signature = await asyncio.to_thread(crypto.sign, record.private, raw)
+        return {"signature": crypto.b64(signature), "key_id": record.key_id}
+
+    @endpoint("verify", internal=True)
+    async def verify(self, data: str, signature: str, idurl: str) -> bool:
+        """True when `signature` over `data` was made by the master key of `idurl`."""
+        raw = _unb64(data, "data")
+        try:
+            sig = crypto.unb64(signature)
+        except crypto.CryptoError:
+            return False
+        doc = await self.fetch_document(idurl)
+        return await asyncio.to_thread(crypto.verify, doc.public_key(), raw, sig)
+
+    @endpoint("public_key", internal=True)
+    async def public_key(self, key_id: str) -> dict[str, Any]:
+        """The public half of a key we hold or were given, or of another node's master key."""
+        record = await self.public_record(key_id)
+        return {"key_id": record.key_id, "public": record.public_ssh()}
+
+    @endpoint("unwrap", internal=True)
+    async def unwrap(self, key_id: str, data: str) -> dict[str, Any]:
+        """RSA-OAEP unwrap of a session key with a private key held here."""
+        record = self.private_record(key_id)
+        assert record.private is not None
+        try:
+            plain = await asyncio.to_thread(crypto.unwrap_key, record.private, _unb64(data, "data"))
+        except crypto.CryptoError:
+            raise InvalidArgumentError(f"data cannot be unwrapped with {record.key_id}",
+                                       reason="unwrap_failed") from None
+        return {"data": crypto.b64(plain)}
+
+    # ---- identity API ----------------------------------------------------------------------
+
+    @endpoint()
+    async def identity_get(self, include_xml_source: bool = False) -> dict[str, Any]:
+        doc = self.require_identity()
+        info = doc.reference_info()
+        if as_bool(include_xml_source, "include_xml_source"):
+            info["xml"] = doc.to_xml()
+        return info
+
+    @endpoint()
+    async def identity_create(self, username: str, preferred_servers: Any = None,
+                              join_network: bool = False) -> Reply:
+        async with self._identity_lock:
+            if self.doc is not None:
+                raise ConflictError("local identity already exist", reason="identity_exists")
+            name = ids.check_username(username)
+            servers = self._identity_servers(preferred_servers)
+            key = self.keyring.master
+            if key is None:
+                bits = int(self.ctx.config.get("personal/private-key-size"))
+                key = await asyncio.to_thread(crypto.generate_private_key, bits)
+                # Kept even if the upload fails: a retry must present the same key to servers
+                # that already accepted the name.
+                self.keyring.set_master(key)
+            try:
+                doc = document.new_document([ids.server_url(s, name) for s in servers], self._contacts(), key)
+            except DocumentError as exc:
+                raise InvalidArgumentError(str(exc)) from None
+            for server in servers:
+                await self.client.upload(server, doc.to_xml())
+            self._set_identity(doc)
+        await self.ctx.bus.publish_event("local-identity-created",
+                                         {"idurl": doc.idurl, "global_id": doc.global_id,
+                                          "join_network": bool(join_network)})
+        await self._identity_written(doc)
+        return Reply(doc.reference_info(), f"new identity {doc.global_id} created")
+
+    @endpoint()
+    async def identity_backup(self, destination_filepath: str) -> Reply:
+        doc = self.require_identity()
+        key = self.master_key()
+        if not isinstance(destination_filepath, str) or not destination_filepath.strip():
+            raise InvalidArgumentError("destination_filepath must be a file path")
+        path = _expand(destination_filepath)
+        text = doc.idurl + "\n" + crypto.private_key_to_pem(key).decode()
+        try:
+            await asyncio.to_thread(atomic_write, path, text, 0o600)
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot write {path}: {exc.strerror}", reason="invalid_path") from None
+        return Reply({"destination_filepath": str(path), "idurl": doc.idurl},
+                     f"identity {doc.global_id} and its private key were saved to {path}")
+
+    @endpoint()
+    async def identity_recover(self, private_key_source: str, known_idurl: str | None = None,
+                               join_network: bool = False) -> Reply:
+        idurl, key = await asyncio.to_thread(_read_backup, private_key_source)
+        idurl = known_idurl or idurl
+        if not idurl:
+            raise InvalidArgumentError("the backup names no IDURL; pass known_idurl", reason="idurl_missing")
+        async with self._identity_lock:
+            if self.doc is not None:
+                raise ConflictError("local identity already exist", reason="identity_exists")
+            doc = await self.fetch_document(idurl, refresh=True)
+            if doc.publickey != crypto.public_key_to_ssh(key.public_key()):
+                raise InvalidArgumentError(f"the private key does not belong to {doc.idurl}", reason="key_mismatch")
+            self.keyring.set_master(key)
+            self.cache.remove(doc.idurl)
+            self._set_identity(doc)
+        await self.ctx.bus.publish_event("local-identity-recovered",
+                                         {"idurl": doc.idurl, "global_id": doc.global_id,
+                                          "join_network": bool(join_network)})
+        await self._identity_written(doc)
+        return Reply(doc.reference_info(), f"identity {doc.global_id} recovered")
+
+    @endpoint()
+    async def identity_erase(self, erase_private_key: bool = False) -> Reply:
+        erase_private_key = as_bool(erase_private_key, "erase_private_key")
+        async with self._identity_lock:
+            doc = self.doc
+            if doc is None and not (erase_private_key and self.keyring.master is not None):
+                raise NotFoundError("local identity is not valid or not exist", reason="identity_not_exist")
+            self.local.erase()
+            self.doc = None
+            if erase_private_key:
+                self.keyring.erase_master()
+        if doc is not None:
+            await self.ctx.bus.publish_event("local-identity-erased", {"idurl": doc.idurl, "global_id": doc.global_id})
+            if erase_private_key:
+                await self.ctx.bus.publish_model("key", doc.primary.key_id(), None, deleted=True)
+        what = "identity and private key" if erase_private_key else "identity"
+        return Reply({"erased": True, "private_key_erased": bool(erase_private_key)}, f"local {what} erased")
+
+    @endpoint()
+    async def identity_rotate(self) -> Reply:
+        async with self._identity_lock:
+            old = self.require_identity()
+            key = self.master_key()
+            current = [ids.parse_idurl(s).server for s in old.sources]
+            candidates = [s for s in self._known_servers() if s not in current]
+            if not candidates:
+                raise ConflictError("no other identity server is known to move to", reason="no_identity_server")
+            doc, last_error = None, None
+            for server in candidates:
+                new_doc = document.new_document([ids.server_url(server, old.name), *old.sources[1:]],
+                                                list(old.contacts), key, revision=old.revision + 1)
+                try:
+                    await self.client.upload(server, new_doc.to_xml())
+                except NodeError as exc:
+                    log.warning("identity server %s refused the rotated identity: %s", server, exc)
+                    last_error = exc
+                    continue
+                doc = new_doc
+                break
+            if doc is None:
+                assert last_error is not None
+                raise last_error
+            # The other sources and the old primary learn the new revision so fetchers follow it.
+            for server in current:
+                try:
+                    await self.client.upload(server, doc.to_xml())
+                except NodeError as exc:
+                    log.warning("identity server %s did not take the rotated identity: %s", server, exc)
+            moved = self.keyring.rename_owner(old.global_id, doc.global_id, doc.idurl)
+            self._set_identity(doc)
+        for old_id, new_id in moved:
+            await self.ctx.bus.publish_model("key", old_id, None, deleted=True)
+            record = self.keyring.get(new_id)
+            if record is not None:
+                await self.ctx.bus.publish_model("key", new_id, record.info())
+        await self.ctx.bus.publish_event("local-identity-rotated", {"old_idurl": old.idurl, "new_idurl": doc.idurl,
+                                                                     "global_id": doc.global_id})
+        await self._identity_written(doc)
+        return Reply(dict(doc.reference_info(), old_idurl=old.idurl),
+                     f"identity moved from {old.idurl} to {doc.idurl}")
+
+    @endpoint()
+    async def identity_cache_list(self) -> list[dict[str, Any]]:
+        return [doc.reference_info() for doc in sorted(self.cache.all(), key=lambda d: d.global_id)]
+
+    # ---- identity plumbing -----------------------------------------------------------------
+
+    def _set_identity(self, doc: IdentityDocument) -> None:
+        self.local.save(doc)
+        self.doc = doc
+
+    async def _identity_written(self, doc: IdentityDocument) -> None:
+        await self.ctx.bus.publish_event("local-identity-written",
+                                         {"idurl": doc.idurl, "global_id": doc.global_id, "revision": doc.revision})
+        record = self.keyring.master_record(doc.primary)
+        if record is not None:
+            await self.ctx.bus.publish_model("key", record.key_id, record.info())
+        self._publish_nickname(doc)
+
+    def _publish_nickname(self, doc: IdentityDocument) -> None:
+        self.ctx.bus.spawn(self._nickname_task(doc.name, doc.idurl))
+
+    async def _nickname_task(self, name: str, idurl: str) -> None:
+        """Tell the DHT our nickname; the DHT process may be down or not built yet, so retry a little."""
+        delay = NICKNAME_FIRST_DELAY
+        for attempt in range(1, NICKNAME_ATTEMPTS + 1):
+            try:
+                await self.ctx.bus.call_internal("dht", "publish_nickname", timeout=15, nickname=name, idurl=idurl)
+                log.info("nickname %s published in the DHT", name)
+                return
+            except NodeError as exc:
+                log.info("publishing nickname %s failed (attempt %d): %s", name, attempt, exc)
+            await asyncio.sleep(delay)
+            delay *= 2
+
+    def _contacts(self) -> list[str]:
+        return [f"tcp://127.0.0.1:{int(self.ctx.config.get('services/tcp-connections/tcp-port'))}"]
+
+    def _known_servers(self) -> list[str]:
+        """Identity servers of the selected network, then the `known-servers` option."""
+        found: list[str] = []
+        network = network_config.load_selected(self.ctx.home.networks_dir,
+                                               self.ctx.config.get("services/network/selected"))
+        listed = list(network.identity_servers) if network else []
+        extra = str(self.ctx.config.get("services/identity-propagate/known-servers") or "")
+        listed += [s for s in extra.split(",") if s.strip()]
+        for server in listed:
+            try:
+                normal = ids.normalize_server(server)
+            except InvalidArgumentError:
+                log.warning("ignoring malformed identity server %r", server)
+                continue
+            if normal not in found:
+                found.append(normal)
+        return found
+
+    def _identity_servers(self, preferred: Any) -> list[str]:
+        if isinstance(preferred, str):
+            preferred = [s for s in preferred.split(",") if s.strip()]
+        if preferred is not None and not isinstance(preferred, list):
+            raise InvalidArgumentError("preferred_servers must be a list of host:port")
+        servers: list[str] = []
+        for server in preferred or []:
+            normal = ids.normalize_server(server)
+            if normal not in servers:
+                servers.append(normal)
+        servers = servers or self._known_servers()
+        if not servers:
+            raise InvalidArgumentError("no identity servers known: pass preferred_servers or select a network",
+                                       reason="no_identity_servers")
+        return servers[: document.MAX_SOURCES]
+
+
+def _unb64(text: Any, what: str) -> bytes:
+    try:
+        return crypto.unb64(text)
+    except crypto.CryptoError:
+        raise InvalidArgumentError(f"{what} must be base64") from None
+
+
+def _expand(path: str) -> Path:
+    return Path(path).expanduser().absolute()
+
+
+def _read_backup(source: str) -> tuple[str | None, rsa.RSAPrivateKey]:
+    """(IDURL, key) from backup text or the path of a backup file; raises `InvalidArgumentError`."""
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidArgumentError("private_key_source must be the backup text or its file path")
+    text = source
+    if "-----BEGIN" not in source:
+        try:
+            text = _expand(source.strip()).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgumentError(f"cannot read backup file: {exc}", reason="invalid_private_key") from None
+    idurl = next((line.strip() for line in text.splitlines() if line.strip().startswith("http://")), None)
+    start = text.find("-----BEGIN")
+    if start < 0:
+        raise InvalidArgumentError("the backup holds no private key", reason="invalid_private_key")
+    try:
+        key = crypto.load_private_key(text[start:].strip().encode())
+    except crypto.CryptoError:
+        raise InvalidArgumentError("the backup holds no valid private key", reason="invalid_private_key") from None
+    return idurl, key
