@@ -128,7 +128,8 @@ def encode_reply(value: Any) -> bytes:
     return codec.dumps({"result": value})
 
 
-async def dispatch(func: Callable[..., Awaitable[Any]], data: bytes, name: str) -> bytes:
+async def dispatch(func: Callable[..., Awaitable[Any]], data: bytes, name: str,
+                   signature: inspect.Signature | None = None) -> bytes:
     """Decode a request, call `func`, encode its result or its error."""
     try:
         try:
@@ -138,7 +139,7 @@ async def dispatch(func: Callable[..., Awaitable[Any]], data: bytes, name: str) 
         if not isinstance(kwargs, dict):
             raise InvalidArgumentError("request must be a JSON object of named parameters")
         try:
-            inspect.signature(func).bind(**kwargs)
+            (signature or inspect.signature(func)).bind(**kwargs)
         except TypeError as err:
             raise InvalidArgumentError(f"{name}: {err}") from None
         return encode_reply(await func(**kwargs))
@@ -173,8 +174,10 @@ async def serve(bus: Bus, handler: object, description: str = "") -> nats.micro.
 
 
 def _make_handler(bus: Bus, func: Callable[..., Awaitable[Any]], name: str) -> Callable[[Request], Awaitable[None]]:
+    signature = inspect.signature(func)
+
     async def run(request: Request) -> None:
-        reply = await dispatch(func, request.data, name)
+        reply = await dispatch(func, request.data, name, signature)
         try:
             await request.respond(reply)
         except Exception as exc:  # noqa: BLE001 - the caller may be gone

@@ -207,6 +207,12 @@ class Registry:
 
     def __init__(self, methods: list[Method]):
         self.methods = {m.name: m for m in methods}
+        # Most routes have no path parameters: look those up directly, not by regex.
+        self._exact: dict[str, dict[str, Method]] = {}
+        for method in methods:
+            for route in method.routes:
+                if not route.path_params:
+                    self._exact.setdefault(route.pattern, {})[route.verb] = method
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.methods.values())
@@ -222,6 +228,9 @@ class Registry:
 
     def match(self, verb: str, path: str) -> tuple[Method, dict[str, str]] | None | bool:
         """(method, path params) for a request; False when the path exists under another verb."""
+        exact = self._exact.get(path)
+        if exact is not None:
+            return (exact[verb], {}) if verb in exact else False
         path_known = False
         for method in self.methods.values():
             for route in method.routes:

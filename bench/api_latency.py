@@ -1,0 +1,123 @@
+"""API latency, cold start and memory of one real node.
+
+Starts a node under supervisord, then measures:
+- cold start: `bitdust start` until every program is healthy;
+- 2,000 sequential keep-alive calls of `process_health` (answered by the gateway) and of
+  `identity_cache_list` (answered by the identity process over the bus): p50 / p99;
+- the same client against a bare aiohttp server in this run (the baseline), as a ratio;
+- total RSS of the node (supervisord, nats-server and every process).
+
+Run: .venv/bin/python bench/api_latency.py [--calls 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiohttp import web  # noqa: E402
+
+from deploy import localnet, node  # noqa: E402
+from tests.e2e.client import NodeClient  # noqa: E402
+
+OFFSET = 25000
+
+
+def measure(port: int, path: str, headers: dict[str, str], calls: int) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    samples = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        samples.append((time.perf_counter() - began) * 1000)
+        assert response.status == 200, response.status
+    conn.close()
+    return samples
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def baseline_server(port: int) -> None:
+    async def handle(_: web.Request) -> web.Response:
+        return web.json_response({"status": "OK", "execution": "0.000001"})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/process/health/v1", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    localnet.prepare(root, 1, OFFSET)
+    home = localnet.NodeHome(root / "node-0")
+    try:
+        cold = node.start(home, timeout=60)
+        client = NodeClient("node-0", home, 8180 + OFFSET, 8280 + OFFSET, home.api_secret())
+        headers = {"api_secret": client.secret}
+        for path in ("/process/health/v1", "/identity/cache/list/v1"):
+            measure(client.api_port, path, headers, 200)  # warm up
+        local = measure(client.api_port, "/process/health/v1", headers, args.calls)
+        bus = measure(client.api_port, "/identity/cache/list/v1", headers, args.calls)
+        base_port = OFFSET + 8000
+        threading.Thread(target=baseline_server, args=(base_port,), daemon=True).start()
+        node_deadline = time.monotonic() + 10
+        while True:
+            try:
+                measure(base_port, "/process/health/v1", {}, 200)
+                break
+            except OSError:
+                if time.monotonic() > node_deadline:
+                    raise
+                time.sleep(0.05)
+        base = measure(base_port, "/process/health/v1", {}, args.calls)
+        infos = node.supervisor(home).call_sync("getAllProcessInfo")
+        pids = [int((home.run / "supervisord.pid").read_text())] + [i["pid"] for i in infos if i["pid"]]
+        memory = rss_mb(pids)
+    finally:
+        node.stop(home)
+    print(f"cold start to healthy: {cold:.2f} s (aim < 2 s)")
+    print(f"{'calls':<40} {'p50 ms':>8} {'p99 ms':>8} {'p50 / baseline':>15}")
+    for label, samples in (("bare aiohttp (baseline)", base), ("process_health (gateway)", local),
+                           ("identity_cache_list (over the bus)", bus)):
+        ratio = statistics.median(samples) / statistics.median(base)
+        print(f"{label:<40} {pct(samples, 0.5):>8.3f} {pct(samples, 0.99):>8.3f} {ratio:>15.2f}")
+    print(f"node RSS (supervisord + bus + 6 processes): {memory:.0f} MB (aim < 300 MB)")
+
+
+if __name__ == "__main__":
+    main()
