@@ -116,6 +116,7 @@ _BASE: tuple[Option, ...] = (
     _text("services/entangled-dht/known-nodes", "", "seed nodes (host:port, comma separated)"),
     _text("services/entangled-dht/attached-layers", "", "attached DHT layers"),
     _port("services/tcp-connections/tcp-port", 7771, "tcp-port"),
+    _text("services/tcp-connections/listen-host", "127.0.0.1", "address the TCP transport listens on"),
     _port("services/udp-datagrams/udp-port", 8882, "udp-port"),
     _text("services/identity-server/host", "127.0.0.1", "identity server host name"),
     _port("services/identity-server/web-port", 8084, "identity server HTTP port"),

@@ -40,3 +40,6 @@ def model(name: str) -> str:
 MODELS_ALL = "model.>"
 
 CONFIG_CHANGED_EVENT = "config-changed"
+
+DHT_LAYER_CONNECTED_EVENT = "dht-layer-connected"
+"""Published by the dht process when a layer gets peers: {"layer_id", "dht_id"}."""

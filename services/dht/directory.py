@@ -1,0 +1,283 @@
+"""What the DHT means to the rest of the node: general values, signed records, nicknames, layers.
+
+`Directory` turns API-level requests into envelopes on a `DhtNode` and back. Signing and key
+lookup go through an `IdentityClient` (the identity process over the bus in production, a fake in
+tests), so this module has no bus code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from common import crypto
+from common.errors import InvalidArgumentError, NodeError, NotFoundError
+from services.dht import layers, records
+from services.dht.node import DhtNode, node_info
+
+log = logging.getLogger(__name__)
+
+KEY_CACHE_TTL = 300.0
+
+
+class IdentityClient(Protocol):
+    """The identity process's verbs the DHT needs."""
+
+    async def sign(self, data: bytes) -> dict[str, Any]:
+        """{"signature": b64, "key_id": ...} of `data` by this node's master key."""
+
+    async def my_identity(self) -> dict[str, Any]:
+        """{"idurl", "global_id", ...} of this node; raises `NodeError` when there is none."""
+
+    async def fetch(self, idurl: str) -> dict[str, Any]:
+        """{"publickey": "ssh-rsa ...", ...} of another identity."""
+
+
+@dataclass
+class ReadOutcome:
+    """A verified record, or why none could be returned."""
+
+    data: Any = None
+    env: dict[str, Any] | None = None
+    error: str = ""
+    reason: str = ""
+    closest: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.env is not None
+
+
+class Directory:
+    """Values, signed records, nicknames and layer members over one `DhtNode`."""
+
+    def __init__(self, node: DhtNode, identity: IdentityClient):
+        self.node = node
+        self.identity = identity
+        self._keys: dict[str, tuple[float, Any]] = {}
+        self._cache: dict[bytes, tuple[float, dict[str, Any]]] = {}
+        self.active_layers: set[int] = {layers.DEFAULT}
+        self.known_members: dict[int, int] = {}
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def write(self, record_type: str, key: str, value: Any, layer_id: int = 0,
+                    expire: int | None = None) -> dict[str, Any]:
+        """Write a record; typed ones are signed by this node. Returns the reference `write` reply.
+
+        Raises:
+            InvalidArgumentError: bad key, value, type, expiry, or a record this node may not sign.
+            UnavailableError / NotFoundError: from the identity process (no identity yet).
+        """
+        rk = records.kind(record_type)
+        if not isinstance(key, str) or not key:
+            raise InvalidArgumentError("key must be a non-empty string", reason="invalid_argument")
+        lifetime = rk.default_expire if expire in (None, "", 0) else _positive_int(expire, "expire")
+        lifetime = min(lifetime, records.MAX_EXPIRE)
+        data = records.complete_data(record_type, key, value)
+        signature = None
+        if record_type != records.SKIP_VALIDATION:
+            try:
+                records.check_schema(record_type, data)
+            except records.RecordError as err:
+                raise InvalidArgumentError(str(err), reason=err.reason) from None
+            me = await self.identity.my_identity()
+            signers = records.allowed_signers(record_type, data)
+            if me.get("idurl") not in signers:
+                raise InvalidArgumentError(
+                    f"this node ({me.get('idurl')}) may not sign a {record_type} record owned by "
+                    f"{', '.join(signers) or 'nobody'}", reason="not_record_owner")
+            signed = await self.identity.sign(records.signed_bytes(layer_id, record_type, key, data))
+            signature = {"signer": str(me["idurl"]), "key_id": str(signed.get("key_id") or ""),
+                         "value": str(signed["signature"])}
+        env = records.make_envelope(layer_id, record_type, key, data, time.time() + lifetime, self.node.dht_id,
+                                    signature=signature)
+        accepted, kept_here = await self.node.publish(env, renew_seconds=lifetime if rk.renew else None)
+        self.active_layers.add(layer_id)
+        closest = accepted or self.node.closest_known(records.storage_key(layer_id, record_type, key))
+        return {
+            "write": "success" if accepted or kept_here else "failed",
+            "my_dht_id": self.node.dht_id,
+            "key": key,
+            "value": data,
+            "closest_nodes": [node_info(n) for n in closest],
+        }
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def read(self, record_type: str, key: str, layer_id: int = 0,
+                   use_cache_ttl: float | None = None) -> ReadOutcome:
+        """Find a record and verify it; a forged or malformed record is never returned as valid."""
+        records.kind(record_type)
+        dkey = records.storage_key(layer_id, record_type, key)
+        self.active_layers.add(layer_id)
+        if use_cache_ttl:
+            cached = self._cache.get(dkey)
+            if cached and time.monotonic() - cached[0] < float(use_cache_ttl) and cached[1]["expire_at"] > time.time():
+                return ReadOutcome(data=cached[1]["data"], env=cached[1])
+        failure = ReadOutcome()
+        candidates: list[dict[str, Any]] = []
+        local = self.node.get_local(dkey)
+        if local is not None:
+            candidates.append(local)
+        outcome = await self._first_valid(candidates, record_type, key, layer_id, failure)
+        if outcome is None:
+            found = await self.node.get_remote(dkey)
+            failure.closest = [node_info(n) for n in found.closest]
+            remote = [e for e in found.values if e not in candidates]
+            outcome = await self._first_valid(remote, record_type, key, layer_id, failure)
+        if outcome is None:
+            if not failure.closest:
+                failure.closest = [node_info(n) for n in self.node.closest_known(dkey)]
+            return failure
+        self._cache[dkey] = (time.monotonic(), outcome.env or {})
+        return outcome
+
+    async def _first_valid(self, candidates: list[dict[str, Any]], record_type: str, key: str, layer_id: int,
+                           failure: ReadOutcome) -> ReadOutcome | None:
+        for env in candidates:
+            try:
+                await self.verify(env, record_type, key, layer_id)
+            except records.RecordError as err:
+                log.info("rejected %s record %r: %s", record_type, key, err)
+                failure.error, failure.reason = str(err), err.reason
+                continue
+            return ReadOutcome(data=env["data"], env=env)
+        return None
+
+    async def verify(self, env: dict[str, Any], record_type: str, key: str, layer_id: int) -> None:
+        """Raise `RecordError` unless `env` is a genuine record of this type at this key."""
+        records.check_envelope_place(env, layer_id, record_type, key)
+        if record_type == records.SKIP_VALIDATION:
+            return
+        data = env["data"]
+        records.check_schema(record_type, data)
+        if data.get("key") != key:
+            raise records.RecordError("record names another key", "record_mismatch")
+        sig = env.get("signature")
+        if not sig:
+            raise records.RecordError(f"{record_type} record is not signed", "invalid_signature")
+        if sig["signer"] not in records.allowed_signers(record_type, data):
+            raise records.RecordError(f"record is signed by {sig['signer']}, not by its owner", "invalid_signature")
+        public_key = await self._public_key(sig["signer"])
+        try:
+            raw_signature = crypto.unb64(sig["value"])
+        except crypto.CryptoError:
+            raise records.RecordError("record signature is not base64", "invalid_signature") from None
+        payload = records.signed_bytes(layer_id, record_type, key, data)
+        ok = await asyncio.get_running_loop().run_in_executor(None, crypto.verify, public_key, payload, raw_signature)
+        if not ok:
+            raise records.RecordError("record signature does not match its owner's key", "invalid_signature")
+
+    async def _public_key(self, idurl: str) -> Any:
+        cached = self._keys.get(idurl)
+        if cached and time.monotonic() - cached[0] < KEY_CACHE_TTL:
+            return cached[1]
+        try:
+            doc = await self.identity.fetch(idurl)
+            key = crypto.load_public_key(str(doc.get("publickey") or ""))
+        except NodeError as err:
+            raise records.RecordError(f"owner identity {idurl} is not available: {err.message}",
+                                      "owner_unknown") from None
+        except crypto.CryptoError:
+            raise records.RecordError(f"owner identity {idurl} has no valid public key", "owner_unknown") from None
+        self._keys[idurl] = (time.monotonic(), key)
+        return key
+
+    # --- nicknames -------------------------------------------------------------------------
+
+    async def publish_nickname(self, nickname: str, idurl: str) -> dict[str, Any]:
+        """Take the first free position of `nickname` (or the one we hold already) and sign it."""
+        records.check_nickname(nickname)
+        position = 0
+        for position in range(records.MAX_NICKNAME_POSITIONS):
+            found = await self.read("nickname", records.nickname_key(nickname, position))
+            if not found.ok or found.data.get("idurl") == idurl:
+                break
+        else:
+            raise NodeError(f"all positions of nickname {nickname} are taken", reason="nickname_taken", status=409)
+        key = records.nickname_key(nickname, position)
+        reply = await self.write("nickname", key, records.nickname_data(nickname, position, idurl))
+        reply["position"] = position
+        return reply
+
+    async def search_nickname(self, nickname: str, attempts: int = 1) -> dict[str, Any]:
+        """The first user registered under `nickname` (reference `user_search` shape)."""
+        records.check_nickname(nickname)
+        for _ in range(max(1, attempts)):
+            found = await self.read("nickname", records.nickname_key(nickname, 0))
+            if found.ok:
+                return _user_found(nickname, found.data)
+        return {"result": "not exist", "nickname": nickname, "idurl": "", "global_id": "", "position": -1}
+
+    async def observe_nickname(self, nickname: str, attempts: int = 3) -> list[dict[str, Any]]:
+        """Every user registered under `nickname`, reading positions until a free one."""
+        records.check_nickname(nickname)
+        users = []
+        for position in range(records.MAX_NICKNAME_POSITIONS):
+            found = None
+            for _ in range(max(1, attempts)):
+                found = await self.read("nickname", records.nickname_key(nickname, position))
+                if found.ok:
+                    break
+            if found is None or not found.ok:
+                break
+            users.append(_user_found(nickname, found.data))
+        return users
+
+    # --- layers ----------------------------------------------------------------------------
+
+    async def announce(self, layer_id: int, idurl: str) -> bool:
+        """Add this node to the member list of a layer; True when some node (or this one) took it."""
+        expire_at = time.time() + layers.MEMBER_TTL
+        address = f"{self.node.address[0]}:{self.node.address[1]}" if self.node.address else ""
+        env = records.make_envelope(
+            layer_id, records.LAYER_MEMBERS, records.MEMBERS_KEY,
+            {"members": {idurl: records.member_entry(idurl, self.node.dht_id, address, expire_at)}},
+            expire_at, self.node.dht_id)
+        accepted, kept_here = await self.node.publish(env)
+        return bool(accepted) or (kept_here and not self.node.contacts())
+
+    async def members(self, layer_id: int) -> dict[str, dict[str, Any]]:
+        """Live members of a layer, merged from the copies held by the closest nodes."""
+        dkey = records.storage_key(layer_id, records.LAYER_MEMBERS, records.MEMBERS_KEY)
+        merged: dict[str, Any] | None = None
+        for env in await self.node.collect(dkey):
+            if env.get("record_type") == records.LAYER_MEMBERS and env.get("layer_id") == layer_id:
+                merged = records.merge_members(merged, env)
+        found = records.live_members(merged) if merged else {}
+        self.known_members[layer_id] = len(found)
+        self.active_layers.add(layer_id)
+        return found
+
+    async def random_users(self, layer_id: int, count: int, exclude: str = "") -> list[str]:
+        """Up to `count` random live users announced on a layer (not this node).
+
+        Raises:
+            NotFoundError: nobody else is announced there (reason `users_not_found`).
+        """
+        found = [idurl for idurl in await self.members(layer_id) if idurl != exclude]
+        if not found:
+            raise NotFoundError("no users were found", reason="users_not_found")
+        random.shuffle(found)
+        return found[:max(1, count)]
+
+
+def _user_found(nickname: str, data: dict[str, Any]) -> dict[str, Any]:
+    idurl = str(data.get("idurl") or "")
+    return {"result": "exist", "nickname": nickname, "idurl": idurl,
+            "global_id": records.global_id_from_idurl(idurl), "position": str(data.get("position", "0"))}
+
+
+def _positive_int(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a positive number of seconds", reason="invalid_argument") from None
+    if number <= 0 or isinstance(value, bool):
+        raise InvalidArgumentError(f"{name} must be a positive number of seconds", reason="invalid_argument")
+    return number

@@ -1,0 +1,234 @@
+"""One Kademlia node on UDP: listen, join, look up nodes and values, store, republish.
+
+Built on `kademlia` (routing table, iterative lookups) with our `DhtProtocol`. It plays the part
+of `kademlia.network.Server`, which we do not use because it keeps values in memory, stores
+unchecked values and has no notion of republishing its own writes after a restart.
+
+No bus here: the process's service and the simulation drive it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kademlia.node import Node
+
+from services.dht import records
+from services.dht.protocol import CountingNodeCrawl, DhtProtocol, ValuesCrawl
+from services.dht.storage import DhtStore
+
+log = logging.getLogger(__name__)
+
+KSIZE = 20
+ALPHA = 3
+
+
+@dataclass
+class LookupResult:
+    """Values found for a key (newest first), the closest nodes seen and the rounds it took."""
+
+    values: list[dict[str, Any]]
+    closest: list[Node]
+    rounds: int
+
+
+def node_info(node: Node) -> dict[str, str]:
+    """A node as the reference engine shows it in `closest_nodes`."""
+    return {"address": f"{node.ip}:{node.port}", "dht_id": node.id.hex()}
+
+
+class DhtNode:
+    """A DHT node bound to one UDP port."""
+
+    def __init__(self, store: DhtStore, node_id: bytes | None = None, ksize: int = KSIZE, alpha: int = ALPHA,
+                 rpc_timeout: float = 5.0):
+        self.store = store
+        self.ksize = ksize
+        self.alpha = alpha
+        self.rpc_timeout = rpc_timeout
+        self.node = Node(node_id or self._stored_or_new_id())
+        self.protocol: DhtProtocol | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.address: tuple[str, int] | None = None
+        self.on_new_contact: Callable[[Node], None] | None = None
+
+    def _stored_or_new_id(self) -> bytes:
+        # A restarted node keeps its id: the values it held are still "its" values.
+        stored = self.store.meta_get("node_id")
+        if isinstance(stored, str) and len(stored) == 40:
+            return bytes.fromhex(stored)
+        fresh = hashlib.sha1(os.urandom(32)).digest()
+        self.store.meta_set("node_id", fresh.hex())
+        return fresh
+
+    @property
+    def dht_id(self) -> str:
+        return self.node.id.hex()
+
+    async def listen(self, port: int, interface: str = "127.0.0.1") -> None:
+        loop = asyncio.get_running_loop()
+        self.transport, self.protocol = await loop.create_datagram_endpoint(
+            lambda: DhtProtocol(self.node, self.store, self.ksize, self.rpc_timeout),
+            local_addr=(interface, port),
+        )
+        self.protocol.on_new_contact = self._new_contact
+        sockname = self.transport.get_extra_info("sockname")
+        self.address = (sockname[0], int(sockname[1]))
+        self.node.ip, self.node.port = self.address
+        log.info("dht node %s listening on %s:%d", self.dht_id, *self.address)
+
+    def stop(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def _new_contact(self, node: Node) -> None:
+        if self.on_new_contact is not None:
+            self.on_new_contact(node)
+
+    @property
+    def proto(self) -> DhtProtocol:
+        if self.protocol is None:
+            raise RuntimeError("the DHT node is not listening")
+        return self.protocol
+
+    # --- membership ------------------------------------------------------------------------
+
+    def contacts(self) -> list[Node]:
+        return [n for bucket in self.proto.router.buckets for n in bucket.get_nodes()]
+
+    def bucket_count(self) -> int:
+        return len(self.proto.router.buckets)
+
+    async def bootstrap(self, addrs: list[tuple[str, int]]) -> list[Node]:
+        """Ping `addrs`, then look ourselves up to fill the routing table; returns the nodes found."""
+        own = self.address
+        targets = [a for a in dict.fromkeys(addrs) if a != own]
+        answers = await asyncio.gather(*(self.proto.ping(a, self.node.id) for a in targets))
+        nodes = []
+        for addr, (ok, nodeid) in zip(targets, answers, strict=True):
+            if ok and isinstance(nodeid, bytes) and len(nodeid) == 20 and nodeid != self.node.id:
+                node = Node(nodeid, addr[0], addr[1])
+                self.proto.welcome_if_new(node)
+                nodes.append(node)
+        if not nodes:
+            return []
+        crawl = CountingNodeCrawl(self.proto, self.node, nodes, self.ksize, self.alpha)
+        return list(await crawl.find())
+
+    async def find_nodes(self, target: bytes) -> tuple[list[Node], int]:
+        """The k nodes closest to `target` that answered, and the rounds the lookup took."""
+        nearest = self.proto.router.find_neighbors(Node(target), self.alpha)
+        if not nearest:
+            return [], 0
+        crawl = CountingNodeCrawl(self.proto, Node(target), nearest, self.ksize, self.alpha)
+        found = list(await crawl.find())
+        return found, crawl.rounds
+
+    def closest_known(self, target: bytes, count: int | None = None) -> list[Node]:
+        return self.proto.router.find_neighbors(Node(target), count or self.ksize)
+
+    # --- values ----------------------------------------------------------------------------
+
+    def get_local(self, dkey: bytes) -> dict[str, Any] | None:
+        text = self.store.get(dkey)
+        if text is None:
+            return None
+        try:
+            return records.decode_envelope(text)
+        except records.RecordError:
+            return None
+
+    async def get_remote(self, dkey: bytes) -> LookupResult:
+        """Look `dkey` up in the network; every distinct live value found, newest first."""
+        target = Node(dkey)
+        nearest = self.proto.router.find_neighbors(target)
+        if not nearest:
+            return LookupResult([], [], 0)
+        crawl = ValuesCrawl(self.proto, target, nearest, self.ksize, self.alpha)
+        raw = await crawl.find()
+        values = []
+        for text in raw or []:
+            try:
+                env = records.decode_envelope(text)
+            except records.RecordError:
+                continue
+            if records.storage_key(env["layer_id"], env["record_type"], env["key"]) == dkey:
+                values.append(env)
+        values.sort(key=lambda e: float(e["published"]), reverse=True)
+        return LookupResult(values, self.closest_known(dkey), crawl.rounds)
+
+    async def collect(self, dkey: bytes) -> list[dict[str, Any]]:
+        """Every copy of `dkey` held by the k closest nodes (for merged lists such as layer members)."""
+        nodes, _ = await self.find_nodes(dkey)
+        answers = await asyncio.gather(*(self.proto.call_find_value(n, Node(dkey)) for n in nodes))
+        found = []
+        local = self.get_local(dkey)
+        if local is not None:
+            found.append(local)
+        for ok, answer in answers:
+            if ok and isinstance(answer, dict):
+                try:
+                    found.append(records.decode_envelope(answer.get("value")))
+                except records.RecordError:
+                    continue
+        return found
+
+    async def store_value(self, dkey: bytes, text: str) -> tuple[list[Node], bool]:
+        """Store an envelope at the k closest nodes (and here when we are among them).
+
+        Returns the nodes that accepted it and whether this node keeps a copy.
+        """
+        nodes, _ = await self.find_nodes(dkey)
+        target = Node(dkey)
+        kept_here = False
+        if not nodes or len(nodes) < self.ksize or \
+                self.node.distance_to(target) < max(n.distance_to(target) for n in nodes):
+            kept_here = self.proto.accept_value(dkey, text)
+        results = await asyncio.gather(*(self.proto.call_store(n, dkey, text) for n in nodes))
+        accepted = [n for n, (ok, answer) in zip(nodes, results, strict=True) if ok and answer is True]
+        return accepted, kept_here
+
+    async def publish(self, env: dict[str, Any], renew_seconds: float | None = None) -> tuple[list[Node], bool]:
+        """Write our own value and remember it, so it is republished after restarts and rejoins."""
+        dkey = records.storage_key(env["layer_id"], env["record_type"], env["key"])
+        text = records.encode_envelope(env)
+        if env["record_type"] != records.LAYER_MEMBERS:
+            self.store.remember_published(dkey, text, float(env["expire_at"]), renew_seconds)
+        return await self.store_value(dkey, text)
+
+    async def republish(self) -> int:
+        """Store every live value of our own again; renew those we keep alive. Returns the count."""
+        now = time.time()
+        count = 0
+        for dkey, text, expire_at, renew in self.store.published():
+            if renew:
+                env = records.decode_envelope(text, now=0)
+                env["expire_at"] = now + renew
+                text = records.encode_envelope(env)
+                self.store.remember_published(dkey, text, env["expire_at"], renew)
+            elif expire_at <= now:
+                self.store.forget_published(dkey)
+                continue
+            await self.store_value(dkey, text)
+            count += 1
+        return count
+
+    async def stun(self, peers: list[tuple[str, int]] | None = None) -> tuple[str, int] | None:
+        """The address a peer sees our packets come from; None when no peer answers."""
+        candidates = [(n.ip, n.port) for n in self.contacts()]
+        random.shuffle(candidates)
+        for addr in (peers or []) + candidates[:3]:
+            if addr == self.address:
+                continue
+            found = await self.proto.call_stun(addr)
+            if found is not None:
+                return found
+        return None

@@ -1,0 +1,276 @@
+"""The Kademlia wire protocol of a node: `kademlia`'s RPCs over our sqlite store, plus STUN.
+
+Differences from `kademlia.protocol.KademliaProtocol`, and why:
+- values are checked envelopes (see `records`), kept in `DhtStore`; a STORE that would let a
+  stranger overwrite a signed record is refused, and layer member lists are merged, not replaced;
+- `welcome_if_new` hands keys to a newcomer by their real DHT key (the library digests the key a
+  second time, so it would never hand over anything);
+- `rpc_stun` answers with the address the request came from, which is how a node learns the
+  address its peers see (`dht.stun`);
+- malformed datagrams and requests are dropped without unhandled task errors, and traffic is
+  counted for `network_status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from kademlia.crawling import NodeSpiderCrawl, RPCFindResponse, ValueSpiderCrawl
+from kademlia.node import Node
+from kademlia.protocol import KademliaProtocol
+
+from services.dht import records
+from services.dht.storage import DhtStore
+
+log = logging.getLogger(__name__)
+
+ID_SIZE = 20
+
+
+class CountingTransport:
+    """Wraps the datagram transport to count what is sent."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, stats: "TrafficStats"):
+        self._transport = transport
+        self._stats = stats
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self._stats.packets_sent += 1
+        self._stats.bytes_sent += len(data)
+        self._transport.sendto(data, addr)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
+class TrafficStats:
+    """Packets, bytes and RPCs in and out, as `network_status` reports them."""
+
+    def __init__(self) -> None:
+        self.packets_sent = 0
+        self.packets_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.rpc_calls: Counter[str] = Counter()
+        """RPCs this node sent, by name."""
+        self.rpc_responses: Counter[str] = Counter()
+        """RPCs this node answered, by name."""
+
+
+_CAMEL = {"find_node": "findNode", "find_value": "findValue", "store": "store", "ping": "ping", "stun": "stun"}
+
+
+class DhtProtocol(KademliaProtocol):
+    """Kademlia RPCs backed by a `DhtStore`."""
+
+    def __init__(self, source_node: Node, store: DhtStore, ksize: int, wait_timeout: float = 5.0):
+        super().__init__(source_node, store, ksize)
+        self._wait_timeout = wait_timeout
+        # Not `self.store`: rpcudp turns unknown attributes into remote calls, and `store` is an RPC.
+        self.values: DhtStore = store
+        self.stats = TrafficStats()
+        self.on_new_contact: Any = None
+        """Called with each node added to the routing table (the node uses it to notice a join)."""
+
+    # --- transport -------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = CountingTransport(transport, self.stats)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.stats.packets_received += 1
+        self.stats.bytes_received += len(data)
+        asyncio.ensure_future(self._solve_safely(data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP "port unreachable" from a node that went away: its request simply times out.
+        log.debug("datagram error: %s", exc)
+
+    async def _solve_safely(self, data: bytes, addr: Any) -> None:
+        try:
+            await self._solve_datagram(data, addr)
+        except Exception as exc:  # noqa: BLE001 - a peer's garbage must not surface as task errors
+            log.debug("dropped malformed datagram from %s: %s", addr, exc)
+
+    async def _accept_request(self, msg_id: bytes, data: Any, address: Any) -> None:
+        try:
+            if isinstance(data, list) and len(data) == 2 and isinstance(data[0], str):
+                self.stats.rpc_responses[_CAMEL.get(data[0], data[0])] += 1
+            await super()._accept_request(msg_id, data, address)
+        except Exception as exc:  # noqa: BLE001 - see _solve_safely
+            log.debug("dropped malformed request from %s: %s", address, exc)
+
+    def _timeout(self, msg_id: bytes) -> None:
+        # The library logs every timeout as an error; a peer that went away is routine.
+        if msg_id in self._outstanding:
+            self._outstanding[msg_id][0].set_result((False, None))
+            del self._outstanding[msg_id]
+
+    def _count(self, name: str) -> None:
+        self.stats.rpc_calls[_CAMEL.get(name, name)] += 1
+
+    async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> Any:
+        self._count("find_node")
+        return await super().call_find_node(node_to_ask, node_to_find)
+
+    async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> Any:
+        self._count("find_value")
+        return await super().call_find_value(node_to_ask, node_to_find)
+
+    async def call_ping(self, node_to_ask: Node) -> Any:
+        self._count("ping")
+        return await super().call_ping(node_to_ask)
+
+    async def call_store(self, node_to_ask: Node, key: bytes, value: Any) -> Any:
+        self._count("store")
+        return await super().call_store(node_to_ask, key, value)
+
+    async def call_stun(self, address: tuple[str, int]) -> tuple[str, int] | None:
+        """Ask the node at `address` where our packets come from."""
+        self._count("stun")
+        ok, answer = await self.stun(address)
+        if ok and isinstance(answer, (list, tuple)) and len(answer) == 2:
+            return str(answer[0]), int(answer[1])
+        return None
+
+    # --- RPCs served ------------------------------------------------------------------------
+
+    def _sender(self, sender: Any, nodeid: Any) -> Node | None:
+        if not isinstance(nodeid, bytes) or len(nodeid) != ID_SIZE:
+            return None
+        return Node(nodeid, sender[0], sender[1])
+
+    def rpc_stun(self, sender: Any) -> list[Any]:
+        return [sender[0], sender[1]]
+
+    def rpc_ping(self, sender: Any, nodeid: Any) -> Any:
+        source = self._sender(sender, nodeid)
+        if source is not None:
+            self.welcome_if_new(source)
+        return self.source_node.id
+
+    def rpc_store(self, sender: Any, nodeid: Any, key: Any, value: Any) -> bool:
+        source = self._sender(sender, nodeid)
+        if source is None or not isinstance(key, bytes) or len(key) != ID_SIZE:
+            return False
+        self.welcome_if_new(source)
+        return self.accept_value(key, value)
+
+    def accept_value(self, dkey: bytes, value: Any) -> bool:
+        """Keep `value` under `dkey` if it is a sane envelope that may replace what is there."""
+        try:
+            env = records.decode_envelope(value)
+            if records.storage_key(env["layer_id"], env["record_type"], env["key"]) != dkey:
+                return False
+            if env["expire_at"] > time.time() + records.MAX_EXPIRE:
+                env["expire_at"] = time.time() + records.MAX_EXPIRE
+        except records.RecordError as err:
+            log.debug("refused value for %s: %s", dkey.hex(), err)
+            return False
+        old_text = self.values.get(dkey)
+        old = None
+        if old_text is not None:
+            try:
+                old = records.decode_envelope(old_text)
+            except records.RecordError:
+                old = None
+        if env["record_type"] == records.LAYER_MEMBERS:
+            env = records.merge_members(old, env)
+        elif old is not None and not records.may_replace(old, env):
+            return False
+        self.values.put(dkey, env, records.canonical(env))
+        return True
+
+    def rpc_find_node(self, sender: Any, nodeid: Any, key: Any) -> list[Any]:
+        source = self._sender(sender, nodeid)
+        if source is None or not isinstance(key, bytes) or len(key) != ID_SIZE:
+            return []
+        self.welcome_if_new(source)
+        neighbors = self.router.find_neighbors(Node(key), exclude=source)
+        return list(map(tuple, neighbors))
+
+    def rpc_find_value(self, sender: Any, nodeid: Any, key: Any) -> Any:
+        source = self._sender(sender, nodeid)
+        if source is None or not isinstance(key, bytes) or len(key) != ID_SIZE:
+            return []
+        self.welcome_if_new(source)
+        value = self.values.get(key)
+        if value is None:
+            return self.rpc_find_node(sender, nodeid, key)
+        return {"value": value}
+
+    def welcome_if_new(self, node: Node) -> None:
+        """Add a newly seen node; hand it the values it is now among the closest to (paper §2.5)."""
+        if not self.router.is_new_node(node):
+            return
+        for dkey, value in self.values.items():
+            keynode = Node(dkey)
+            neighbors = self.router.find_neighbors(keynode)
+            if neighbors:
+                new_node_close = node.distance_to(keynode) < neighbors[-1].distance_to(keynode)
+                this_closest = self.source_node.distance_to(keynode) < neighbors[0].distance_to(keynode)
+            if not neighbors or (new_node_close and this_closest):
+                asyncio.ensure_future(self.call_store(node, dkey, value))
+        self.router.add_contact(node)
+        if self.on_new_contact is not None:
+            self.on_new_contact(node)
+
+
+class CountingNodeCrawl(NodeSpiderCrawl):
+    """A node lookup that counts its rounds (the hops of the iterative lookup)."""
+
+    rounds = 0
+
+    async def _find(self, rpcmethod: Any) -> Any:
+        self.rounds += 1
+        return await super()._find(rpcmethod)
+
+
+class ValuesCrawl(ValueSpiderCrawl):
+    """A value lookup that returns every distinct value the first answering round found.
+
+    The library keeps only the most common value; a reader that verifies signatures wants all
+    candidates, so a forged copy cannot hide a genuine one. Also counts rounds.
+    """
+
+    rounds = 0
+
+    async def _find(self, rpcmethod: Any) -> Any:
+        self.rounds += 1
+        return await super()._find(rpcmethod)
+
+    async def _nodes_found(self, responses: dict[bytes, Any]) -> Any:
+        toremove = []
+        found: list[Any] = []
+        for peerid, response in responses.items():
+            answer = RPCFindResponse(response)
+            if not answer.happened():
+                toremove.append(peerid)
+            elif answer.has_value():
+                value = answer.response[1].get("value")
+                if value not in found:
+                    found.append(value)
+            else:
+                peer = self.nearest.get_node(peerid)
+                if peer is not None:
+                    self.nearest_without_value.push(peer)
+                try:
+                    self.nearest.push(answer.get_node_list())
+                except (TypeError, ValueError, AttributeError):
+                    toremove.append(peerid)
+        self.nearest.remove(toremove)
+        if found:
+            return found
+        if self.nearest.have_contacted_all():
+            return None
+        return await self.find()

@@ -1,0 +1,312 @@
+"""DHT record kinds: their schemas, where they live, how they are signed and checked.
+
+Pure logic, no I/O. A value in the DHT is an *envelope* (JSON text) that wraps the user data:
+
+    {"v": 1, "layer_id": 0, "record_type": "nickname", "key": "alice:0",
+     "data": {...}, "published": 1795718943.1, "expire_at": 1795762143.1,
+     "publisher": "<hex dht id>", "signature": {"signer": idurl, "key_id": ..., "value": b64}}
+
+`record_type` and `layer_id` are part of the storage key (`storage_key`), so a general value can
+never occupy the slot of a nickname, and a layer is a namespace of its own. Typed records carry
+an owner signature over `signed_bytes(...)`; readers verify it with the owner's public key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from common.errors import InvalidArgumentError
+
+ENVELOPE_VERSION = 1
+MAX_ENVELOPE_BYTES = 6000
+"""rpcudp refuses requests above 8 KiB; an envelope must fit a STORE request with room to spare."""
+
+DEFAULT_EXPIRE = 60 * 60 * 12
+"""The reference engine's KEY_EXPIRE_MAX_SECONDS: general values live 12 hours unless told."""
+
+MAX_EXPIRE = 60 * 60 * 24 * 7
+SKIP_VALIDATION = "skip_validation"
+LAYER_MEMBERS = "layer_members"
+
+
+class RecordError(Exception):
+    """A record read from the DHT is malformed, of another kind, or its signature is wrong."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """The schema of one record type: required fields, and which fields may name the signer."""
+
+    name: str
+    required: tuple[str, ...]
+    owner_fields: tuple[str, ...]
+    default_expire: int
+    renew: bool
+    """Whether the publishing node keeps the record alive (republishes with a fresh expiry)."""
+
+
+KINDS: dict[str, RecordKind] = {
+    k.name: k
+    for k in (
+        RecordKind(SKIP_VALIDATION, (), (), DEFAULT_EXPIRE, False),
+        RecordKind("nickname", ("key", "type", "timestamp", "idurl", "nickname", "position"),
+                   ("idurl",), 60 * 60 * 24, True),
+        RecordKind("identity", ("key", "type", "timestamp", "idurl", "identity"), ("idurl",), 60 * 60, True),
+        RecordKind("suppliers", ("key", "type", "timestamp", "customer_idurl", "ecc_map", "suppliers", "revision"),
+                   ("publisher_idurl", "customer_idurl"), 60 * 60 * 12, True),
+        RecordKind("message_broker", ("key", "type", "timestamp", "customer_idurl", "broker_idurl", "position"),
+                   ("broker_idurl", "customer_idurl"), 60 * 60 * 12, True),
+    )
+}
+
+
+def kind(record_type: str) -> RecordKind:
+    """The schema of `record_type`; raises `InvalidArgumentError` for an unknown type."""
+    found = KINDS.get(record_type)
+    if found is None:
+        allowed = ", ".join(sorted(KINDS))
+        raise InvalidArgumentError(f"record type must be one of: {allowed}", reason="invalid_record_type")
+    return found
+
+
+def storage_key(layer_id: int, record_type: str, key: str) -> bytes:
+    """The 160-bit DHT key of a record: layers and record kinds are separate namespaces."""
+    return hashlib.sha1(f"{int(layer_id)}:{record_type}:{key}".encode()).digest()
+
+
+def parse_json_value(value: Any) -> Any:
+    """A dict/list/number as given, or a string that parses as JSON; raises `InvalidArgumentError`."""
+    if isinstance(value, (dict, list, int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    raise InvalidArgumentError("input value must be a json", reason="invalid_argument")
+
+
+def canonical(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def signed_bytes(layer_id: int, record_type: str, key: str, data: Any) -> bytes:
+    """What an owner signature covers: where the record lives and what it says (not its expiry)."""
+    return canonical({"layer_id": int(layer_id), "record_type": record_type, "key": key, "data": data}).encode()
+
+
+def complete_data(record_type: str, key: str, data: Any, now: float | None = None) -> Any:
+    """Add the fields the reference engine puts in every record (`key`, `type`, `timestamp`)."""
+    if not isinstance(data, dict):
+        if record_type != SKIP_VALIDATION:
+            raise InvalidArgumentError(f"a {record_type} record must be a JSON object", reason="invalid_record")
+        return data
+    full = dict(data)
+    full["key"] = key
+    full["type"] = record_type
+    if record_type != SKIP_VALIDATION:
+        full.setdefault("timestamp", int(now if now is not None else time.time()))
+    return full
+
+
+def check_schema(record_type: str, data: Any) -> None:
+    """Raise `RecordError` when `data` lacks a field its kind requires."""
+    rk = KINDS.get(record_type)
+    if rk is None:
+        raise RecordError(f"unknown record type {record_type!r}", "invalid_record_type")
+    if rk.name == SKIP_VALIDATION:
+        return
+    if not isinstance(data, dict):
+        raise RecordError(f"a {record_type} record must be an object", "invalid_record")
+    missing = [f for f in rk.required if data.get(f) in (None, "")]
+    if missing:
+        raise RecordError(f"{record_type} record misses {', '.join(missing)}", "invalid_record")
+    if data.get("type") != record_type:
+        raise RecordError(f"record claims type {data.get('type')!r}, expected {record_type}", "invalid_record")
+    if record_type == "suppliers" and not isinstance(data.get("suppliers"), list):
+        raise RecordError("suppliers must be a list", "invalid_record")
+
+
+def allowed_signers(record_type: str, data: dict[str, Any]) -> list[str]:
+    """The identities whose signature makes a record of this kind genuine."""
+    return [str(data[f]) for f in kind(record_type).owner_fields if data.get(f)]
+
+
+def make_envelope(layer_id: int, record_type: str, key: str, data: Any, expire_at: float, publisher: str,
+                  published: float | None = None, signature: dict[str, str] | None = None) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "v": ENVELOPE_VERSION, "layer_id": int(layer_id), "record_type": record_type, "key": key, "data": data,
+        "published": published if published is not None else time.time(), "expire_at": float(expire_at),
+        "publisher": publisher,
+    }
+    if signature is not None:
+        env["signature"] = signature
+    return env
+
+
+def encode_envelope(env: dict[str, Any]) -> str:
+    """JSON text of an envelope; raises `InvalidArgumentError` when it is too large for the DHT."""
+    text = canonical(env)
+    if len(text.encode()) > MAX_ENVELOPE_BYTES:
+        raise InvalidArgumentError(f"value is too large for the DHT (max about {MAX_ENVELOPE_BYTES} bytes)",
+                                   reason="value_too_large")
+    return text
+
+
+def decode_envelope(text: Any, now: float | None = None) -> dict[str, Any]:
+    """Parse and sanity-check an envelope received from a peer; raises `RecordError`."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str) or len(text.encode()) > MAX_ENVELOPE_BYTES:
+        raise RecordError("record is not text or is too large", "malformed_record")
+    try:
+        env = json.loads(text)
+    except ValueError:
+        raise RecordError("record is not JSON", "malformed_record") from None
+    if not isinstance(env, dict) or env.get("v") != ENVELOPE_VERSION:
+        raise RecordError("record has no known envelope", "malformed_record")
+    for name, typ in (("layer_id", int), ("record_type", str), ("key", str), ("publisher", str)):
+        if not isinstance(env.get(name), typ):
+            raise RecordError(f"record field {name} is missing or ill-typed", "malformed_record")
+    for name in ("published", "expire_at"):
+        if not isinstance(env.get(name), (int, float)) or isinstance(env.get(name), bool):
+            raise RecordError(f"record field {name} is missing or ill-typed", "malformed_record")
+    if "data" not in env:
+        raise RecordError("record has no data", "malformed_record")
+    sig = env.get("signature")
+    sig_ok = isinstance(sig, dict) and all(isinstance(sig.get(f), str) for f in ("signer", "value"))
+    if sig is not None and not sig_ok:
+        raise RecordError("record signature block is malformed", "malformed_record")
+    current = time.time() if now is None else now
+    if env["expire_at"] <= current:
+        raise RecordError("record has expired", "expired_record")
+    return env
+
+
+def check_envelope_place(env: dict[str, Any], layer_id: int, record_type: str, key: str) -> None:
+    """A record answered for one key must be the record *of* that key, not one copied from elsewhere."""
+    if (env["layer_id"], env["record_type"], env["key"]) != (int(layer_id), record_type, key):
+        raise RecordError("record belongs to another key, type or layer", "record_mismatch")
+
+
+def may_replace(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a storing node lets `new` overwrite `old` at the same key.
+
+    A signed record can only be replaced by a record of the same signer that is not older, so a
+    stranger cannot overwrite a genuine record with an unsigned or differently signed one.
+    Layer member lists are merged instead (see `merge_members`).
+    """
+    old_sig, new_sig = old.get("signature"), new.get("signature")
+    if old_sig:
+        if not new_sig or new_sig.get("signer") != old_sig.get("signer"):
+            return False
+    if float(new["published"]) != float(old["published"]):
+        return float(new["published"]) > float(old["published"])
+    return float(new["expire_at"]) >= float(old["expire_at"])
+
+
+# --- layer member lists -------------------------------------------------------------------------
+
+MEMBERS_KEY = "members"
+MAX_MEMBERS = 40
+"""A member list must fit one STORE request (8 KiB); the freshest entries are kept."""
+
+
+def member_entry(idurl: str, dht_id: str, address: str, expire_at: float) -> dict[str, Any]:
+    return {"idurl": idurl, "dht_id": dht_id, "address": address, "expire_at": float(expire_at)}
+
+
+def merge_members(old: dict[str, Any] | None, new: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """Union of two member-list envelopes: live entries, newest expiry per idurl, at most MAX_MEMBERS."""
+    current = time.time() if now is None else now
+    merged: dict[str, dict[str, Any]] = {}
+    for env in (old, new):
+        members = ((env or {}).get("data") or {}).get("members") or {}
+        if not isinstance(members, dict):
+            continue
+        for idurl, entry in members.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("expire_at"), (int, float)):
+                continue
+            if entry["expire_at"] <= current:
+                continue
+            if idurl not in merged or entry["expire_at"] > merged[idurl]["expire_at"]:
+                merged[idurl] = entry
+    keep = sorted(merged.items(), key=lambda item: item[1]["expire_at"], reverse=True)[:MAX_MEMBERS]
+    result = dict(new)
+    result["data"] = {"members": dict(keep)}
+    result["expire_at"] = max([e["expire_at"] for _, e in keep], default=new["expire_at"])
+    result["published"] = max(float(new["published"]), float((old or {}).get("published", 0)))
+    return result
+
+
+def live_members(env: dict[str, Any], now: float | None = None) -> dict[str, dict[str, Any]]:
+    current = time.time() if now is None else now
+    members = (env.get("data") or {}).get("members") or {}
+    if not isinstance(members, dict):
+        return {}
+    return {k: v for k, v in members.items()
+            if isinstance(v, dict) and isinstance(v.get("expire_at"), (int, float)) and v["expire_at"] > current}
+
+
+# --- user ids -----------------------------------------------------------------------------------
+
+_GLOBAL_ID_RE = re.compile(r"^(?:[^$@]+\$)?([^@$]+)@([^@$:/]+)_([0-9]+)$")
+_IDURL_RE = re.compile(r"^https?://([^/:]+)(?::([0-9]+))?/([^/]+?)(?:\.xml)?$")
+
+
+def idurl_from_id(user_id: str) -> str:
+    """An IDURL from an IDURL, a global id `name@host_port` or a key id `alias$name@host_port`."""
+    text = (user_id or "").strip()
+    if "://" in text:
+        return text
+    match = _GLOBAL_ID_RE.match(text)
+    if not match:
+        raise InvalidArgumentError(f"{user_id!r} is not an IDURL or a global id", reason="invalid_argument")
+    name, host, port = match.groups()
+    return f"http://{host}:{port}/{name}.xml"
+
+
+def global_id_from_idurl(idurl: str) -> str:
+    """`name@host_port` for `http://host:port/name.xml` (empty when it is not an IDURL)."""
+    match = _IDURL_RE.match(idurl or "")
+    if not match:
+        return ""
+    host, port, name = match.groups()
+    return f"{name}@{host}_{port or 80}"
+
+
+# --- nicknames ----------------------------------------------------------------------------------
+
+MAX_NICKNAME_POSITIONS = 16
+"""Nicknames are not unique: the n-th user to take one writes at `<nickname>:<n>`."""
+
+_NICKNAME_RE = re.compile(r"^[^\s:]{1,64}$")
+
+
+def check_nickname(nickname: Any) -> str:
+    if not isinstance(nickname, str) or not _NICKNAME_RE.match(nickname):
+        raise InvalidArgumentError("nickname must be 1-64 characters without spaces or ':'",
+                                   reason="invalid_argument")
+    return nickname
+
+
+def nickname_key(nickname: str, position: int) -> str:
+    return f"{nickname}:{position}"
+
+
+def nickname_data(nickname: str, position: int, idurl: str) -> dict[str, Any]:
+    return {"type": "nickname", "idurl": idurl, "nickname": nickname, "position": str(position)}
+
+
+def message_broker_key(customer_idurl: str, position: int) -> str:
+    """Key of broker record `position` of a group creator (read by messaging's group_info_dht)."""
+    return f"{customer_idurl}:{position}"

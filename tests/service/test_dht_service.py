@@ -1,0 +1,215 @@
+"""The dht process on the real bus: three nodes (one nats-server each) forming a DHT on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from common import codec, crypto
+from common.bus import Bus
+from common.config_store import ConfigStore
+from common.endpoint import endpoint
+from common.errors import NodeError, NotFoundError
+from common.home import NodeHome
+from common.process import ProcessContext, ServiceBase
+from services.dht import records
+from services.dht.service import DhtService
+from tests.helpers import await_for, connect, free_port, nats_server, running_service
+
+
+class FakeIdentityService(ServiceBase):
+    """The identity verbs the dht process calls, with a 1024-bit key and a shared key directory."""
+
+    def __init__(self, ctx: ProcessContext, name: str, registry: dict[str, str]):
+        super().__init__(ctx)
+        self.key = crypto.generate_private_key(1024)
+        self.idurl = f"http://127.0.0.1:8084/{name}.xml"
+        self.registry = registry
+        registry[self.idurl] = crypto.public_key_to_ssh(self.key.public_key())
+
+    @endpoint("sign", internal=True)
+    async def sign(self, data: str) -> dict[str, Any]:
+        return {"signature": crypto.b64(crypto.sign(self.key, crypto.unb64(data))), "key_id": "master$x"}
+
+    @endpoint("my_identity", internal=True)
+    async def my_identity(self) -> dict[str, Any]:
+        return {"idurl": self.idurl, "global_id": records.global_id_from_idurl(self.idurl)}
+
+    @endpoint("fetch", internal=True)
+    async def fetch(self, idurl: str) -> dict[str, Any]:
+        if idurl not in self.registry:
+            raise NotFoundError("unknown identity", reason="identity_not_found")
+        return {"idurl": idurl, "publickey": self.registry[idurl]}
+
+
+class Node:
+    """One test node: its home, bus, fake identity and (re)startable dht service."""
+
+    def __init__(self, home: NodeHome, name: str, stack: contextlib.AsyncExitStack):
+        self.home, self.name, self.stack = home, name, stack
+        self.dht_stack: contextlib.AsyncExitStack | None = None
+        self.service: DhtService | None = None
+        self.client: Bus | None = None
+
+    async def start_dht(self) -> DhtService:
+        self.dht_stack = contextlib.AsyncExitStack()
+        self.service = await self.dht_stack.enter_async_context(running_service(self.home, "dht", DhtService))
+        return self.service
+
+    async def stop_dht(self) -> None:
+        assert self.dht_stack is not None
+        await self.dht_stack.aclose()
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        assert self.client is not None
+        return await self.client.call(f"api.dht.{method}", kwargs, timeout=20)
+
+    async def internal(self, verb: str, **kwargs: Any) -> Any:
+        assert self.client is not None
+        return await self.client.call_internal("dht", verb, timeout=20, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def dht_network(tmp_path: Path, count: int) -> AsyncIterator[list[Node]]:
+    registry: dict[str, str] = {}
+    seed_port = free_port(socket.SOCK_DGRAM)
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = []
+        for i in range(count):
+            home = stack.enter_context(nats_server(tmp_path / f"node-{i}"))
+            config = ConfigStore(home.options_file)
+            config.set("services/entangled-dht/udp-port", seed_port if i == 0 else free_port(socket.SOCK_DGRAM))
+            config.set("services/entangled-dht/known-nodes", f"127.0.0.1:{seed_port}")
+            config.set("services/supplier/enabled", i == 1)
+            node = Node(home, f"node{i}", stack)
+            await stack.enter_async_context(
+                running_service(home, "identity", lambda ctx, n=i: FakeIdentityService(ctx, f"node{n}", registry)))
+            node.client = await connect(home)
+            stack.push_async_callback(node.client.close)
+            nodes.append(node)
+        for node in nodes:
+            await node.start_dht()
+        try:
+            for node in nodes[1:]:
+                await await_for(lambda n=node: _connected(n), timeout=15, what=f"{node.name} joined")
+            yield nodes
+        finally:
+            for node in nodes:
+                with contextlib.suppress(Exception):
+                    await node.stop_dht()
+
+
+async def _connected(node: Node) -> bool:
+    status = await node.internal("status")
+    return bool(status["state"] == "CONNECTED")
+
+
+async def test_values_records_nicknames_and_layers_across_nodes(tmp_path: Path):
+    async with dht_network(tmp_path, 3) as (seed, n1, n2):
+        events: list[dict[str, Any]] = []
+
+        async def collect(msg: Any) -> None:
+            events.append(codec.loads(msg.data))
+
+        sub = await n1.client.nc.subscribe("evt.dht-layer-connected", cb=collect)
+
+        # A plain string is not JSON: the reference engine's refusal, as a 400.
+        with pytest.raises(NodeError) as err:
+            await n1.call("dht_value_set", key="anchor_test_key", value="anchor value 123")
+        assert (err.value.status, err.value.reason, err.value.message) == (400, "invalid_argument",
+                                                                          "input value must be a json")
+
+        wrote = await n1.call("dht_value_set", key="anchor_test_key", value='{"text": "anchor value 123"}')
+        assert wrote["write"] == "success" and wrote["closest_nodes"]
+        assert set(wrote["closest_nodes"][0]) == {"address", "dht_id"}
+        read = await n2.call("dht_value_get", key="anchor_test_key")
+        assert read == {"read": "success", "my_dht_id": n2.service.node.dht_id, "key": "anchor_test_key",
+                        "value": {"text": "anchor value 123", "key": "anchor_test_key", "type": "skip_validation"}}
+        missing = await n2.call("dht_value_get", key="no_such_key_xyz")
+        assert missing["read"] == "failed" and missing["closest_nodes"] and "value" not in missing
+
+        # Nickname written by the identity process's call, found from another node.
+        await n1.internal("publish_nickname", nickname="node1", idurl="http://127.0.0.1:8084/node1.xml")
+        found = await n2.call("user_search", nickname="node1")
+        assert found["result"] == "exist" and found["idurl"] == "http://127.0.0.1:8084/node1.xml"
+        assert found["global_id"] == "node1@127.0.0.1_8084" and found["position"] == "0"
+        observed = await seed.call("user_observe", nickname="node1")
+        assert [o["idurl"] for o in observed] == ["http://127.0.0.1:8084/node1.xml"]
+
+        # A forged nickname record (signed by node2, claiming node1) is never returned as valid.
+        data = records.complete_data("nickname", "forged:0",
+                                     records.nickname_data("forged", 0, "http://127.0.0.1:8084/node1.xml"))
+        signed = await n2.client.call_internal(
+            "identity", "sign", data=crypto.b64(records.signed_bytes(0, "nickname", "forged:0", data)))
+        env = records.make_envelope(0, "nickname", "forged:0", data, time.time() + 600, n2.service.node.dht_id,
+                                    signature={"signer": "http://127.0.0.1:8084/node1.xml",
+                                               "value": signed["signature"]})
+        await n2.service.node.publish(env)
+        forged = await seed.call("dht_value_get", key="forged:0", record_type="nickname")
+        assert forged["read"] == "failed" and forged["reason"] == "invalid_signature" and "value" not in forged
+        assert (await seed.call("user_search", nickname="forged"))["result"] == "not exist"
+
+        # Suppliers record written by storage's verb, read by suppliers_list_dht.
+        customer = "http://127.0.0.1:8084/node2.xml"
+        await n2.internal("write_record", record_type="suppliers", key=customer, value={
+            "customer_idurl": customer, "publisher_idurl": customer, "ecc_map": "ecc/2x2", "revision": 3,
+            "suppliers": ["http://127.0.0.1:8084/node1.xml", "http://127.0.0.1:8084/node0.xml"]})
+        listed = await n1.call("suppliers_list_dht", customer_id="node2@127.0.0.1_8084")
+        assert set(listed) == {"customer_idurl", "ecc_map", "publisher_idurl", "revision", "suppliers", "timestamp"}
+        assert listed["revision"] == 3 and listed["ecc_map"] == "ecc/2x2" and len(listed["suppliers"]) == 2
+        nobody = await n1.call("suppliers_list_dht", customer_id="ghost@127.0.0.1_8084")
+        assert nobody["suppliers"] == [] and nobody["revision"] is None
+
+        # node1 runs a supplier: it is announced on the suppliers layer (3).
+        users = await await_for(lambda: _users(n2, 3), timeout=15, what="supplier announced")
+        assert users == ["http://127.0.0.1:8084/node1.xml"]
+        # Attaching to one more layer (an option change) announces there and says so.
+        n1.service.ctx.config.set("services/entangled-dht/attached-layers", "5")
+        await n1.service.on_config_changed(["services/entangled-dht/attached-layers"])
+        await await_for(lambda: _has_layer(events, 5), timeout=10, what="dht-layer-connected for layer 5")
+        assert await _users(seed, 5) == ["http://127.0.0.1:8084/node1.xml"]
+        assert len(await seed.call("dht_user_random", layer_id=0, count=5)) == 2
+        assert (await n2.call("dht_node_find"))["closest_nodes"]
+
+        dump = await seed.call("dht_local_db_dump")
+        assert any(item["value"].get("text") == "anchor value 123" for item in dump["0"]
+                   if isinstance(item["value"], dict))
+        status = await n1.internal("status")
+        layer0 = status["layers"][0]
+        assert layer0["layer_id"] == 0 and layer0["contacts"] == 2 and layer0["packets_sent"] > 0
+        assert {"active", "attached", "buckets", "data_store_items", "node_id", "rpc_calls"} <= set(layer0)
+        assert next(la for la in status["layers"] if la["layer_id"] == 3)["attached"] is True
+        stun = await n2.internal("stun")
+        assert stun["ip"] == "127.0.0.1" and stun["port"] == n2.service.node.address[1]
+        await sub.unsubscribe()
+
+
+async def test_values_survive_restarts_of_a_node_and_the_seed(tmp_path: Path):
+    async with dht_network(tmp_path, 3) as (seed, n1, n2):
+        await n1.call("dht_value_set", key="durable", value={"n": 1}, expire=600)
+        await n1.stop_dht()
+        await seed.stop_dht()
+        await seed.start_dht()
+        await n1.start_dht()
+        await await_for(lambda: _connected(n1), timeout=15, what="node1 rejoined")
+        await await_for(lambda: _connected(seed), timeout=15, what="seed rejoined")
+        assert (await seed.call("dht_value_get", key="durable"))["value"]["n"] == 1
+        assert (await n2.call("dht_value_get", key="durable"))["value"]["n"] == 1
+        # The restarted node republished what it owns: a node that joins afterwards finds it too.
+        assert (await n1.internal("read_record", record_type="skip_validation", key="durable"))["read"] == "success"
+
+
+async def _has_layer(events: list[dict[str, Any]], layer_id: int) -> bool:
+    return any((e.get("data") or {}).get("layer_id") == layer_id for e in events)
+
+
+async def _users(node: Node, layer_id: int) -> list[str] | None:
+    try:
+        return list(await node.call("dht_user_random", layer_id=layer_id, count=3))
+    except NodeError:
+        return None

@@ -1,0 +1,125 @@
+"""Record schemas, envelopes, namespaces and member lists of the DHT."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from common.errors import InvalidArgumentError
+from services.dht import layers, records
+
+
+def _env(**over):
+    env = records.make_envelope(0, "skip_validation", "k", {"a": 1}, time.time() + 60, "ab" * 20)
+    env.update(over)
+    return env
+
+
+def test_json_values_are_accepted_and_plain_strings_refused():
+    assert records.parse_json_value({"a": 1}) == {"a": 1}
+    assert records.parse_json_value('{"text": "x"}') == {"text": "x"}
+    assert records.parse_json_value("[1, 2]") == [1, 2]
+    assert records.parse_json_value(5) == 5
+    with pytest.raises(InvalidArgumentError) as err:
+        records.parse_json_value("anchor value 123")
+    assert err.value.message == "input value must be a json"
+    assert err.value.reason == "invalid_argument" and err.value.status == 400
+    with pytest.raises(InvalidArgumentError):
+        records.parse_json_value(True)
+
+
+def test_layers_and_record_types_are_separate_namespaces():
+    keys = {records.storage_key(0, "skip_validation", "k"), records.storage_key(3, "skip_validation", "k"),
+            records.storage_key(0, "nickname", "k")}
+    assert len(keys) == 3
+    assert all(len(k) == 20 for k in keys)
+
+
+def test_complete_data_adds_reference_fields():
+    data = records.complete_data("skip_validation", "anchor_test_key", {"text": "x"})
+    assert data == {"text": "x", "key": "anchor_test_key", "type": "skip_validation"}
+    assert records.complete_data("skip_validation", "k", [1]) == [1]
+    with pytest.raises(InvalidArgumentError):
+        records.complete_data("nickname", "k", [1])
+    assert "timestamp" in records.complete_data("nickname", "k", {})
+
+
+def test_schema_requires_fields_and_type():
+    good = records.complete_data("nickname", "bob:0", records.nickname_data("bob", 0, "http://h:1/bob.xml"))
+    records.check_schema("nickname", good)
+    with pytest.raises(records.RecordError) as err:
+        records.check_schema("nickname", {k: v for k, v in good.items() if k != "idurl"})
+    assert err.value.reason == "invalid_record"
+    with pytest.raises(records.RecordError):
+        records.check_schema("nickname", dict(good, type="suppliers"))
+    with pytest.raises(InvalidArgumentError) as bad_type:
+        records.kind("no_such_type")
+    assert bad_type.value.reason == "invalid_record_type"
+
+
+def test_signers_come_from_owner_fields():
+    data = {"customer_idurl": "http://h:1/c.xml", "publisher_idurl": "http://h:1/s.xml"}
+    assert records.allowed_signers("suppliers", data) == ["http://h:1/s.xml", "http://h:1/c.xml"]
+    assert records.allowed_signers("nickname", {"idurl": "x"}) == ["x"]
+
+
+def test_envelope_round_trip_and_rejections():
+    env = _env()
+    text = records.encode_envelope(env)
+    assert records.decode_envelope(text) == env
+    with pytest.raises(records.RecordError) as expired:
+        records.decode_envelope(records.encode_envelope(_env(expire_at=time.time() - 1)))
+    assert expired.value.reason == "expired_record"
+    for junk in ("not json", "[]", '{"v": 2}', records.canonical(dict(env, layer_id="0")), b"\xff", 42):
+        with pytest.raises(records.RecordError):
+            records.decode_envelope(junk)
+    with pytest.raises(InvalidArgumentError) as big:
+        records.encode_envelope(_env(data="x" * 7000))
+    assert big.value.reason == "value_too_large"
+
+
+def test_signed_record_cannot_be_replaced_by_a_stranger():
+    signed = _env(signature={"signer": "alice", "value": "c2ln"}, published=100.0)
+    assert not records.may_replace(signed, _env(published=200.0))
+    assert not records.may_replace(signed, _env(signature={"signer": "mallory", "value": "eA=="}, published=200.0))
+    assert records.may_replace(signed, _env(signature={"signer": "alice", "value": "eA=="}, published=200.0))
+    assert not records.may_replace(signed, _env(signature={"signer": "alice", "value": "eA=="}, published=50.0))
+    assert records.may_replace(_env(published=1.0), _env(published=2.0))
+
+
+def test_member_lists_merge_and_expire():
+    now = time.time()
+    a = records.make_envelope(3, records.LAYER_MEMBERS, "members",
+                              {"members": {"A": records.member_entry("A", "01", "h:1", now + 60)}}, now + 60, "x")
+    b = records.make_envelope(3, records.LAYER_MEMBERS, "members",
+                              {"members": {"B": records.member_entry("B", "02", "h:2", now + 90),
+                                           "C": records.member_entry("C", "03", "h:3", now - 1)}}, now + 90, "y")
+    merged = records.merge_members(a, b, now=now)
+    assert set(records.live_members(merged, now=now)) == {"A", "B"}
+    assert merged["expire_at"] == pytest.approx(now + 90)
+    many = {f"U{i}": records.member_entry(f"U{i}", "00", "h:1", now + i + 1) for i in range(100)}
+    big = records.merge_members(None, dict(b, data={"members": many}), now=now)
+    assert len(big["data"]["members"]) == records.MAX_MEMBERS
+    assert len(records.encode_envelope(big)) < records.MAX_ENVELOPE_BYTES
+
+
+def test_user_ids():
+    assert records.idurl_from_id("alice@127.0.0.1_18084") == "http://127.0.0.1:18084/alice.xml"
+    assert records.idurl_from_id("master$alice@127.0.0.1_18084") == "http://127.0.0.1:18084/alice.xml"
+    assert records.idurl_from_id("http://h:1/a.xml") == "http://h:1/a.xml"
+    assert records.global_id_from_idurl("http://127.0.0.1:18084/supplier1.xml") == "supplier1@127.0.0.1_18084"
+    with pytest.raises(InvalidArgumentError):
+        records.idurl_from_id("nobody")
+    with pytest.raises(InvalidArgumentError):
+        records.check_nickname("two words")
+
+
+def test_attached_layers_follow_services_and_option():
+    options = {"services/supplier/enabled": True, "services/customer/enabled": False,
+               "services/entangled-dht/attached-layers": "5, x,7"}
+    found = layers.attached_layers(lambda key: options.get(key, False))
+    assert found == {layers.DEFAULT, layers.SUPPLIERS, 5, 7}
+    with pytest.raises(ValueError):
+        layers.check_layer_id(-1)
+    assert layers.check_layer_id("3") == 3
