@@ -1,0 +1,313 @@
+"""The transport process's bus endpoints: decode a request, call the gateway, encode the reply.
+
+Internal verb (for other processes):
+
+    transport.send(remote_idurl, command, payload=None, timeout=30, packet_id=None, payload_b64=None)
+        -> {"command": "Ack"|"Fail"|..., "packet_id", "payload": <JSON>}  (or "payload_b64" when the
+           reply is binary). Exactly one of payload / payload_b64 is sent; payload_b64 travels as raw
+           bytes between nodes.
+
+Requests that arrive from other nodes are sent as NATS requests to `inbox.<Command>`; see
+`gateway.inbox_body` for the document and `gateway.reply_fields` for the expected reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from common import codec, crypto, subjects
+from common.bus import Bus
+from common.endpoint import Reply, endpoint
+from common.errors import DeadlineError, InvalidArgumentError, NodeError, NotFoundError, UnavailableError
+from common.packet import COMMANDS, Packet
+from common.process import ProcessContext, ServiceBase
+from services.transport import network
+from services.transport.gateway import Gateway, inbox_body, payload_fields
+from services.transport.peer_ids import idurl_to_global_id, to_idurl
+from services.transport.presence import CONNECTED, OFFLINE
+from services.transport.tcp import TcpOptions, TcpTransport
+
+log = logging.getLogger(__name__)
+
+IDENTITY_EVENTS = ("local-identity-created", "local-identity-written", "local-identity-recovered",
+                   "local-identity-rotated", "local-identity-erased")
+"""Events after which our identity is (re)loaded and the network set up if it was waiting for it."""
+
+TCP_PORT_OPTION = "services/tcp-connections/tcp-port"
+TCP_HOST_OPTION = "services/tcp-connections/listen-host"
+DEFAULT_PING_TIMEOUT = 10.0
+BEST_EFFORT_TIMEOUT = 3.0
+
+
+class BusIdentity:
+    """The identity process over the bus, as the gateway's `IdentityDirectory`."""
+
+    def __init__(self, bus: Bus):
+        self.bus = bus
+
+    async def my_identity(self) -> dict[str, Any]:
+        return dict(await self.bus.call_internal("identity", "my_identity", timeout=5))
+
+    async def sign(self, data: bytes) -> bytes:
+        reply = await self.bus.call_internal("identity", "sign", timeout=10, data=crypto.b64(data))
+        return crypto.unb64(str(reply["signature"]))
+
+    async def fetch(self, idurl: str, refresh: bool = False) -> dict[str, Any]:
+        return dict(await self.bus.call_internal("identity", "fetch", timeout=15, idurl=idurl, refresh=refresh))
+
+
+class BusInbox:
+    """Delivers request packets as NATS requests on `inbox.<Command>`."""
+
+    def __init__(self, bus: Bus):
+        self.bus = bus
+
+    async def deliver(self, pkt: Packet, timeout: float) -> dict[str, Any]:
+        return await self.bus.request_raw(subjects.inbox(pkt.command), codec.dumps(inbox_body(pkt)), timeout)
+
+
+def _tcp_options(ctx: ProcessContext) -> TcpOptions:
+    host = str(ctx.config.get(TCP_HOST_OPTION) or "127.0.0.1")
+    return TcpOptions(host=host, port=int(ctx.config.get(TCP_PORT_OPTION)))
+
+
+def _protocols(protocols: Any) -> set[str] | None:
+    if protocols in (None, "", []):
+        return None
+    items = protocols.split(",") if isinstance(protocols, str) else list(protocols)
+    return {str(p).strip().lower() for p in items if str(p).strip()}
+
+
+class TransportService(ServiceBase):
+    """Serves the network_*, user_ping/status, connections/packets/streams API methods and `send`."""
+
+    def __init__(self, ctx: ProcessContext):
+        super().__init__(ctx)
+        self.gateway = Gateway(BusIdentity(ctx.bus), BusInbox(ctx.bus), ctx.automats, self._presence_changed)
+        self.tcp = TcpTransport(self.gateway, self.gateway, _tcp_options(ctx), ctx.automats)
+        self.gateway.transports.append(self.tcp)
+        self.connector = network.NetworkConnector(self.gateway, ctx.automats)
+        self._subscriptions: list[Any] = []
+
+    # ---- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for event_id in IDENTITY_EVENTS:
+            sub = await self.ctx.bus.nc.subscribe(subjects.event(event_id), cb=self._on_identity_event)
+            self._subscriptions.append(sub)
+        self.connector.start()
+
+    async def stop(self) -> None:
+        for sub in self._subscriptions:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the bus may already be closing
+                pass
+        await self.connector.stop()
+
+    async def on_config_changed(self, keys: list[str]) -> None:
+        if not keys or any(key in (TCP_PORT_OPTION, TCP_HOST_OPTION) for key in keys):
+            options = _tcp_options(self.ctx)
+            if options != self.tcp.options and self.connector.state != network.DISCONNECTED:
+                self.tcp.options = options
+                await self.connector.reconnect()
+
+    async def _on_identity_event(self, _msg: Any) -> None:
+        await self.connector.identity_changed()
+
+    def _presence_changed(self, idurl: str, old: str, new: str) -> None:
+        data = self._status(idurl, new)
+        bus = self.ctx.bus
+        bus.spawn(bus.publish_model("online_status", idurl, dict(data, state=new)))
+        if new == CONNECTED:
+            bus.spawn(bus.publish_event("node-connected", dict(data, old_state=old, new_state=new)))
+        elif old == CONNECTED:
+            bus.spawn(bus.publish_event("node-disconnected", dict(data, old_state=old, new_state=new)))
+
+    def model_snapshot(self, model_name: str, query_details: Any = None) -> list[tuple[str, Any]] | None:
+        if model_name != "online_status":
+            return None
+        items = self.gateway.presence.items()
+        return [(idurl, dict(self._status(idurl, state), state=state)) for idurl, state in items]
+
+    @staticmethod
+    def _status(idurl: str, state: str) -> dict[str, Any]:
+        return {"idurl": idurl, "global_id": idurl_to_global_id(idurl), "contact_state": state}
+
+    # ---- internal verbs --------------------------------------------------------------------------
+
+    @endpoint("send", internal=True)
+    async def send(self, remote_idurl: str, command: str, payload: Any = None, timeout: float = 30,
+                   packet_id: str | None = None, payload_b64: str | None = None) -> dict[str, Any]:
+        """Send a signed packet and wait for the reply packet with the same id."""
+        if command not in COMMANDS:
+            raise InvalidArgumentError(f"unknown packet command {command!r}", reason="invalid_command")
+        if payload_b64 is not None:
+            try:
+                raw, binary = crypto.unb64(payload_b64), True
+            except crypto.CryptoError:
+                raise InvalidArgumentError("payload_b64 is not base64", reason="invalid_payload") from None
+        else:
+            raw, binary = codec.dumps(payload), False
+        reply = await self.gateway.send(remote_idurl, command, raw, binary=binary, timeout=float(timeout),
+                                        packet_id=packet_id or None)
+        assert reply is not None
+        return dict({"command": reply.command, "packet_id": reply.packet_id}, **payload_fields(reply))
+
+    # ---- API methods ---------------------------------------------------------------------------
+
+    @endpoint()
+    async def network_connected(self, wait_timeout: float = 5) -> dict[str, Any]:
+        if not await self.connector.wait_connected(float(wait_timeout or 0)):
+            detail = self.connector.last_error or f"network state is {self.connector.state}"
+            raise UnavailableError(f"network is not connected: {detail}", reason="network_disconnected")
+        return {"service_network": "started", "service_gateway": "started", "service_p2p_hookups": "started",
+                "service_tcp_connections": "started", "service_proxy_transport": "disabled"}
+
+    @endpoint()
+    async def network_disconnect(self) -> Reply:
+        await self.connector.disconnect()
+        return Reply({"network_connector_state": self.connector.state}, "network is disconnected")
+
+    @endpoint()
+    async def network_reconnect(self) -> Reply:
+        await self.connector.reconnect()
+        await self.connector.wait_connected(5)
+        return Reply({"network_connector_state": self.connector.state}, "network connections restarted")
+
+    @endpoint()
+    async def network_status(self, suppliers: bool = False, customers: bool = False, cache: bool = False,
+                             tcp: bool = False, udp: bool = False, proxy: bool = False,
+                             dht: bool = False) -> dict[str, Any]:
+        me = self.gateway.me or {}
+        idurl = str(me.get("idurl") or "")
+        result: dict[str, Any] = {
+            "global_id": str(me.get("global_id") or (idurl_to_global_id(idurl) if idurl else "")),
+            "idurl": idurl,
+            "identity_contacts": list(me.get("contacts") or []),
+            "identity_revision": me.get("revision"),
+            "identity_sources": list(me.get("sources") or ([idurl] if idurl else [])),
+            "network_connector_state": self.connector.state,
+            "p2p_connector_state": self.connector.state,
+        }
+        if suppliers:
+            result["suppliers"] = await self._peers_section("suppliers_idurls")
+        if customers:
+            result["customers"] = await self._peers_section("customers_idurls")
+        if cache:
+            result["cache"] = {"count": len(self.gateway._keys)}
+        if tcp:
+            result["tcp"] = dict(self.tcp.status(), links=[link.info() for link in self.tcp.links()])
+        if proxy:
+            result["proxy"] = {"state": "disabled"}
+        if dht or udp:
+            dht_status = await self._best_effort("dht", "status")
+            if dht:
+                result["dht"] = dht_status
+            if udp:
+                result["udp"] = dht_status.get("udp", {"state": "unknown"}) if "error" not in dht_status else dht_status
+        return result
+
+    @endpoint()
+    async def network_stun(self, udp_port: int | None = None, dht_port: int | None = None) -> dict[str, Any]:
+        # dht.stun() detects the address of the DHT's own UDP socket; the ports are not passed on.
+        try:
+            found = await self.ctx.bus.call_internal("dht", "stun", timeout=20)
+        except NodeError as err:
+            raise UnavailableError(f"STUN failed: {err.message}", reason="stun_failed") from None
+        return dict(found or {}, result="stun")
+
+    @endpoint()
+    async def user_ping(self, user_id: str, timeout: float | None = None, retries: int = 1) -> Reply:
+        idurl = to_idurl(user_id)
+        attempts = max(1, int(retries or 1))
+        wait = float(timeout) if timeout else DEFAULT_PING_TIMEOUT
+        me = self.gateway.me or {}
+        ping = codec.dumps({"idurl": me.get("idurl"), "revision": me.get("revision")})
+        for attempt in range(1, attempts + 1):
+            started = time.monotonic()
+            try:
+                reply = await self.gateway.send(idurl, "Identity", ping, timeout=wait)
+            except (DeadlineError, UnavailableError):
+                if attempt == attempts:
+                    raise
+                continue
+            assert reply is not None
+            rtt = time.monotonic() - started
+            result = dict(self._status(idurl, self.gateway.presence.state(idurl) or OFFLINE),
+                          command=reply.command, packet_id=reply.packet_id, round_trip=round(rtt, 6))
+            return Reply(result, [f"signed{{{reply.command}({reply.packet_id})}}",
+                                  f"{reply.command} from {idurl_to_global_id(idurl)} in {rtt:.3f}s"])
+        raise DeadlineError("ping was not answered", reason="timeout")
+
+    @endpoint()
+    async def user_status(self, user_id: str) -> dict[str, Any]:
+        idurl = to_idurl(user_id)
+        state = self.gateway.presence.state(idurl)
+        if state is None:
+            try:
+                await self.gateway.peer_identity(idurl)
+            except NotFoundError:
+                raise NotFoundError(f"unknown user {user_id}", reason="user_not_found") from None
+            state = OFFLINE
+        return self._status(idurl, state)
+
+    @endpoint()
+    async def user_status_check(self, user_id: str, timeout: float | None = None) -> dict[str, Any]:
+        idurl = to_idurl(user_id)
+        if self.gateway.presence.state(idurl) != CONNECTED:
+            try:
+                wait = float(timeout or DEFAULT_PING_TIMEOUT)
+                await self.gateway.send(idurl, "Identity", codec.dumps("ping"), timeout=wait)
+            except NotFoundError:
+                raise NotFoundError(f"unknown user {user_id}", reason="user_not_found") from None
+            except (DeadlineError, UnavailableError) as err:
+                log.debug("status check of %s: %s", idurl, err.reason)
+        return self._status(idurl, self.gateway.presence.state(idurl) or OFFLINE)
+
+    @endpoint()
+    async def connections_list(self, protocols: Any = None) -> list[dict[str, Any]]:
+        wanted = _protocols(protocols)
+        return [link.info() for t in self.gateway.transports if wanted is None or t.proto in wanted
+                for link in t.links()]
+
+    @endpoint()
+    async def packets_list(self) -> list[dict[str, Any]]:
+        return self.gateway.packets_in_flight()
+
+    @endpoint()
+    async def packets_stats(self) -> dict[str, Any]:
+        stats = self.gateway.stats.as_dict()
+        stats["in"]["identity_cache_count"] = len(self.gateway._keys)
+        return stats
+
+    @endpoint()
+    async def streams_list(self, protocols: Any = None) -> list[dict[str, Any]]:
+        wanted = _protocols(protocols)
+        return [s for t in self.gateway.transports if wanted is None or t.proto in wanted for s in t.streams()]
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    async def _best_effort(self, process: str, verb: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            found = await self.ctx.bus.call_internal(process, verb, timeout=BEST_EFFORT_TIMEOUT, **kwargs)
+        except NodeError as err:
+            return {"error": err.message, "reason": err.reason}
+        return found if isinstance(found, dict) else {"result": found}
+
+    async def _peers_section(self, verb: str) -> dict[str, Any]:
+        """Reference shape of `suppliers`/`customers`: counts and peers with their contact state."""
+        found = await self._best_effort("storage", verb)
+        if "error" in found:
+            return {"connected": 0, "total": 0, "peers": [], **found}
+        idurls = [str(i) for i in found.get("idurls") or [] if i]
+        peers = [{"idurl": i, "global_id": idurl_to_global_id(i), "state": self.gateway.presence.state(i) or OFFLINE}
+                 for i in idurls]
+        section: dict[str, Any] = {"connected": sum(1 for p in peers if p["state"] == CONNECTED),
+                                   "total": len(peers), "peers": peers}
+        for key in ("desired", "requested"):
+            if key in found:
+                section[key] = found[key]
+        return section
