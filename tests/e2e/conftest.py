@@ -46,3 +46,17 @@ def net(localnet_nodes: LocalNet) -> LocalNet:
     """The shared network, healthy at the start of each test."""
     localnet_nodes.wait_healthy()
     return localnet_nodes
+
+
+@pytest.fixture(scope="session")
+def identities(localnet_nodes: LocalNet) -> dict[str, dict]:
+    """Every node of the network with an identity `node-i` (created once per session)."""
+    localnet_nodes.wait_healthy()
+    found: dict[str, dict] = {}
+    for client in localnet_nodes.nodes:
+        status, doc = client.call("identity_get")
+        if status != 200:
+            status, doc = client.call("identity_create", username=client.name)
+            assert status == 200, doc
+        found[client.name] = doc["result"]
+    return found
