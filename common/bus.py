@@ -170,6 +170,8 @@ async def serve(bus: Bus, handler: object, description: str = "") -> nats.micro.
         await service.add_endpoint(
             name=spec.name.replace(".", "_"), subject=subject, handler=_make_handler(bus, func, spec.name)
         )
+    # Make sure the server has every subscription before anyone is told this process is up.
+    await bus.nc.flush()
     return service
 
 

@@ -14,7 +14,7 @@ from common import codec, crypto
 from common.bus import Bus
 from common.config_store import ConfigStore
 from common.endpoint import endpoint
-from common.errors import NodeError, NotFoundError
+from common.errors import NodeError, NotFoundError, UnavailableError
 from common.home import NodeHome
 from common.process import ProcessContext, ServiceBase
 from services.dht import records
@@ -105,7 +105,10 @@ async def dht_network(tmp_path: Path, count: int) -> AsyncIterator[list[Node]]:
 
 
 async def _connected(node: Node) -> bool:
-    status = await node.internal("status")
+    try:
+        status = await node.internal("status")
+    except UnavailableError:  # not serving yet: keep polling until the deadline
+        return False
     return bool(status["state"] == "CONNECTED")
 
 
