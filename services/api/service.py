@@ -41,6 +41,7 @@ EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 PYTHON_PROCESSES = subjects.PROCESSES
 PING_TIMEOUT = 1.0
 LISTEN_TIMEOUT = 25.0
+SERVICE_REFRESH_SECONDS = 2.0
 
 
 class ServiceMachine(Automat):
@@ -67,6 +68,7 @@ class ApiService(ServiceBase):
         self.restarting: set[str] = set()
         self.machines = {s.name: ServiceMachine(s.name, ctx.automats) for s in CATALOG}
         self.gateway: Any = None
+        self._watcher: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         await self.ctx.bus.nc.subscribe(subjects.EVENTS_ALL, cb=self._on_event)
@@ -74,8 +76,11 @@ class ApiService(ServiceBase):
 
         self.gateway = Gateway(self, self.ctx)
         await self.gateway.start()
+        self._watcher = asyncio.ensure_future(self._watch_services())
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self.gateway is not None:
             await self.gateway.stop()
 
@@ -227,11 +232,24 @@ class ApiService(ServiceBase):
         return {n for n in await asyncio.gather(*(ping(n) for n in PYTHON_PROCESSES)) if n}
 
     async def service_states(self, alive: set[str] | None = None) -> dict[str, str]:
+        """Derive every logical service's state now; changes go to `service` model listeners."""
         alive = await self.alive_processes() if alive is None else alive
         states = compute_states(lambda s: bool(self.ctx.config.get(s.config_path)), alive, self.restarting)
         for name, state in states.items():
-            self.machines[name].set_state(state, "refresh")
+            machine = self.machines[name]
+            if machine.state != state:
+                machine.set_state(state, "refresh")
+                await self.ctx.bus.publish_model("service", name, {"name": name, "state": state})
         return states
+
+    async def _watch_services(self) -> None:
+        """Keep the service machines current so state changes are pushed without being asked."""
+        while True:
+            try:
+                await self.service_states()
+            except Exception:  # noqa: BLE001 - a failed refresh is retried on the next round
+                log.exception("service state refresh failed")
+            await asyncio.sleep(SERVICE_REFRESH_SECONDS)
 
     def _describe(self, name: str, states: dict[str, str]) -> dict[str, Any]:
         service = BY_NAME[name]

@@ -246,3 +246,13 @@ async def test_websocket_api_call_events_and_models(net):
             models = [m["payload"] for m in seen if m["type"] == "model" and m["payload"]["name"] == "service"]
             assert len(models) == response["result"]["items"]
             assert {"id", "data", "created"} <= set(models[0])
+            # A state change is pushed without asking.
+            await _ws_call(ws, "service_stop", service_name="service_message_history")
+            try:
+                while True:
+                    msg = json.loads((await asyncio.wait_for(ws.receive(), 30)).data)
+                    if msg["type"] == "model" and msg["payload"]["id"] == "service_message_history":
+                        assert msg["payload"]["data"]["state"] == "OFF"
+                        break
+            finally:
+                await _ws_call(ws, "service_start", service_name="service_message_history")
