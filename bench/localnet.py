@@ -4,7 +4,10 @@ Starts N nodes with identities (`deploy.localnet.up`), writes values to the DHT 
 then measures over keep-alive HTTP from every other node:
 - `dht_value_get` of values held elsewhere: p50 / p99;
 - `user_ping` between node pairs (signed packets over TCP and back): p50 / p99;
-- baseline in the same run: `process_health` on the same nodes (gateway only), as a ratio.
+- baseline in the same run: `process_health` on the same nodes (gateway only), as a ratio;
+- throughput of 4 MiB payloads from node 1 to node 2: a client on node 1's bus sends through
+  `transport.send_raw`, a consumer on node 2's bus answers from `inbox.Data` (every hop a separate
+  process, as in a real node), against a plain asyncio TCP copy over loopback in the same run.
 
 Run: .venv/bin/python bench/localnet.py [--nodes 6] [--reads 300]
 """
@@ -12,6 +15,7 @@ Run: .venv/bin/python bench/localnet.py [--nodes 6] [--reads 300]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import sys
 import tempfile
@@ -21,11 +25,81 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import codec  # noqa: E402
+from common import codec, subjects  # noqa: E402
+from common.bus import Bus  # noqa: E402
+from common.config_store import ConfigStore  # noqa: E402
 from deploy import localnet  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
 
-OFFSET = 26000
+OFFSET = 22000  # every port stays below the ephemeral range (32768+), where a dial can self-connect
+MIB = 1024 * 1024
+BLOB = 4 * MIB
+
+
+async def _bus(client: NodeClient, name: str) -> Bus:
+    port = ConfigStore(client.home.options_file).get("interface/bus/port")
+    return await Bus.connect(f"nats://127.0.0.1:{port}", client.home.bus_token(), name)
+
+
+async def raw_throughput(sender: NodeClient, receiver: NodeClient, receiver_idurl: str, count: int,
+                         window: int = 4) -> float:
+    """MiB/s of 4 MiB Data packets sender -> receiver, acknowledged by a consumer on the receiver's bus."""
+    out, into = await _bus(sender, "bench-sender"), await _bus(receiver, "bench-consumer")
+
+    async def on_data(msg: object) -> None:
+        await into.respond_binary(msg, {"command": "Ack"}, str(len(msg.data)).encode())  # type: ignore[attr-defined]
+
+    sub = await into.nc.subscribe(subjects.inbox("Data"), queue="bench", cb=on_data)
+    await into.nc.flush()
+    payload = bytes(range(256)) * (BLOB // 256)
+    gate = asyncio.Semaphore(window)
+
+    async def one() -> None:
+        async with gate:
+            meta, body = await out.request_binary(subjects.internal("transport", "send_raw"),
+                                                  {"remote_idurl": receiver_idurl, "command": "Data", "timeout": 60},
+                                                  payload, timeout=65)
+            assert meta is not None and meta["command"] == "Ack" and int(body) == BLOB, meta
+
+    try:
+        await one()
+        began = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return count * BLOB / MIB / (time.perf_counter() - began)
+    finally:
+        await sub.unsubscribe()
+        await out.close()
+        await into.close()
+
+
+async def plain_tcp(count: int) -> float:
+    """MiB/s of the same messages over a plain asyncio TCP connection on loopback (the baseline)."""
+    payload = bytes(range(256)) * (BLOB // 256)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                await reader.readexactly(size)
+            except asyncio.IncompleteReadError:
+                break
+            writer.write(b"ok")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    began = time.perf_counter()
+    for _ in range(count):
+        writer.write(len(payload).to_bytes(4, "big"))
+        writer.write(payload)
+        await writer.drain()
+        await reader.readexactly(2)
+    took = time.perf_counter() - began
+    writer.close()
+    server.close()
+    return count * BLOB / MIB / took
 
 
 def timed(conn: http.client.HTTPConnection, secret: str, verb: str, path: str, body: dict | None = None) -> float:
@@ -48,6 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=6)
     parser.add_argument("--reads", type=int, default=300)
+    parser.add_argument("--blobs", type=int, default=40, help="4 MiB payloads for the throughput run")
+    parser.add_argument("--window", type=int, default=4, help="payloads in flight at once")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-localnet-"))
     try:
@@ -72,6 +148,9 @@ def main() -> None:
             target = globals_[(nodes.index(reader) + 1 + i % (len(nodes) - 1)) % len(nodes)]
             pings.append(timed(conn, reader.secret, "POST", "/user/ping/v1", {"user_id": target, "timeout": 10}))
             health.append(timed(conn, reader.secret, "GET", "/process/health/v1"))
+        raw = asyncio.run(raw_throughput(nodes[1], nodes[2], nodes[2].ok("identity_get")["idurl"], args.blobs,
+                                         args.window))
+        baseline = asyncio.run(plain_tcp(args.blobs))
     finally:
         localnet.down(root)
     base = pct(health, 0.5)
@@ -80,6 +159,8 @@ def main() -> None:
     for label, samples in (("process_health (baseline)", health), ("dht_value_get", gets),
                            ("user_ping", pings)):
         print(f"{label:<34} {pct(samples, 0.5):>8.3f} {pct(samples, 0.99):>8.3f} {pct(samples, 0.5) / base:>13.1f}")
+    print(f"4 MiB node 1 -> node 2 through the buses and transports: {raw:.0f} MiB/s; "
+          f"plain asyncio TCP copy: {baseline:.0f} MiB/s; ratio {raw / baseline:.2f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ Measured:
     the peer (sign, frame, send, verify, replay check, Ack), 4 in flight;
   * bus path: the same through `transport.send` with `payload_b64`, delivered to a consumer on
     the peer's `inbox.Data` (adds base64 and two bus hops on each side);
+  * bus raw path: the same through `transport.send_raw` (raw bytes + meta header on the bus) to a
+    consumer answering with `respond_binary`: no base64 or JSON around the payload;
   * baseline: a plain asyncio TCP copy of the same 4 MiB messages over loopback, in this run.
 """
 
@@ -78,7 +80,7 @@ async def bench_bus_path(alice: Node, bob: Node, count: int, window: int = 4) ->
     bob.transport.gateway.inbox = BusInbox(bob.transport.ctx.bus)
 
     async def on_data(msg: Any) -> None:
-        await msg.respond(codec.dumps({"command": "Ack", "payload": len(codec.loads(msg.data)["payload_b64"])}))
+        await msg.respond(codec.dumps({"command": "Ack", "payload": len(msg.data)}))
 
     sub = await bob.client.nc.subscribe(subjects.inbox("Data"), cb=on_data)
     payload = base64.b64encode(bytes(range(256)) * (BLOB // 256)).decode()
@@ -87,7 +89,36 @@ async def bench_bus_path(alice: Node, bob: Node, count: int, window: int = 4) ->
     async def one() -> None:
         async with gate:
             reply = await alice.send(bob, "Data", payload_b64=payload, timeout=60)
-            assert reply["command"] == "Ack"
+            assert reply["command"] == "Ack", reply
+
+    await one()
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(count)))
+    elapsed = time.perf_counter() - started
+    await sub.unsubscribe()
+    return count * BLOB / MIB / elapsed
+
+
+async def bench_bus_raw(alice: Node, bob: Node, count: int, window: int = 4) -> float:
+    """4 MiB through `transport.send_raw` to a consumer on the peer's `inbox.Data`, raw bytes all the way."""
+    assert bob.transport
+    from services.transport.service import BusInbox
+
+    bob.transport.gateway.inbox = BusInbox(bob.transport.ctx.bus)
+
+    async def on_data(msg: Any) -> None:
+        await bob.client.respond_binary(msg, {"command": "Ack"}, str(len(msg.data)).encode())
+
+    sub = await bob.client.nc.subscribe(subjects.inbox("Data"), cb=on_data)
+    payload = bytes(range(256)) * (BLOB // 256)
+    gate = asyncio.Semaphore(window)
+
+    async def one() -> None:
+        async with gate:
+            meta, body = await alice.client.request_binary(
+                subjects.internal("transport", "send_raw"),
+                {"remote_idurl": bob.idurl, "command": "Data", "timeout": 60}, payload, timeout=65)
+            assert meta is not None and meta["command"] == "Ack" and int(body) == BLOB
 
     await one()
     started = time.perf_counter()
@@ -135,11 +166,13 @@ async def main(pings: int, blobs: int) -> dict[str, Any]:
             baseline = await bench_plain_tcp(blobs)
             packets = await bench_packets(alice, bob, blobs)
             bus_path = await bench_bus_path(alice, bob, max(4, blobs // 2))
+            bus_raw = await bench_bus_raw(alice, bob, blobs)
     return {
         "ping_p50_ms": round(ping["p50_ms"], 3), "ping_p99_ms": round(ping["p99_ms"], 3),
         "plain_tcp_mib_s": round(baseline, 1), "packets_4mib_mib_s": round(packets, 1),
         "packets_vs_plain": round(packets / baseline, 3), "bus_path_4mib_mib_s": round(bus_path, 1),
         "bus_path_vs_plain": round(bus_path / baseline, 3),
+        "bus_raw_4mib_mib_s": round(bus_raw, 1), "bus_raw_vs_plain": round(bus_raw / baseline, 3),
     }
 
 

@@ -30,6 +30,24 @@ DEFAULT_TIMEOUT = 10.0
 VERSION = "0.1.0"
 
 
+META_HEADER = "Bitdust-Meta"
+"""Header that carries the JSON meta of a binary bus request; the body is the raw payload."""
+REPLY_HEADER = "Bitdust-Reply"
+"""The same for a binary reply: a distinct name, as nats-py's plain `respond` echoes request headers."""
+
+
+def binary_meta(msg: Any, header: str = META_HEADER) -> dict[str, Any] | None:
+    """The JSON meta of a binary bus message, or None for a plain JSON message."""
+    text = (msg.headers or {}).get(header) if getattr(msg, "headers", None) else None
+    if not text:
+        return None
+    try:
+        meta = codec.loads(text)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 class Bus:
     """A connection to the node's bus with the calls every process makes."""
 
@@ -81,6 +99,32 @@ class Bus:
         except ValueError:
             return {"error": {"message": "malformed reply", "reason": "internal_error", "status": 500}}
         return doc if isinstance(doc, dict) else {"result": doc}
+
+    async def request_binary(self, subject: str, meta: dict[str, Any], body: bytes | memoryview,
+                             timeout: float = DEFAULT_TIMEOUT) -> tuple[dict[str, Any] | None, bytes]:
+        """Send raw bytes with a JSON meta header; return the reply's meta (None if plain) and body.
+
+        Large payloads (data fragments) cross the bus this way, with no base64 or JSON around them.
+        Raises the `NodeError` the responder put in its meta, or one for no responder / timeout.
+        """
+        try:
+            msg = await self.nc.request(subject, bytes(body), timeout=timeout,
+                                        headers={META_HEADER: codec.dumps(meta).decode()})
+        except NoRespondersError:
+            raise UnavailableError(f"no process serves {subject} now") from None
+        except NatsTimeoutError:
+            raise DeadlineError(f"{subject} did not answer in {timeout:g}s") from None
+        except nats.errors.ConnectionClosedError:
+            raise UnavailableError("the local bus is closed") from None
+        reply_meta = binary_meta(msg, REPLY_HEADER)
+        if reply_meta is not None and "error" in reply_meta:
+            raise from_wire(reply_meta)
+        return reply_meta, msg.data
+
+    async def respond_binary(self, msg: Any, meta: dict[str, Any], body: bytes | memoryview = b"") -> None:
+        """Answer a request with raw bytes and a JSON meta header."""
+        if msg.reply:
+            await self.nc.publish(msg.reply, bytes(body), headers={REPLY_HEADER: codec.dumps(meta).decode()})
 
     async def call(self, subject: str, kwargs: dict[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT) -> Any:
         """Call an endpoint and return its result; raises the `NodeError` it raised."""

@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method.name:<28} [{method.owner}] {routes}")
     elif args.command == "localnet":
         if args.action == "up":
-            doc = localnet.up(args.dir, args.nodes, args.port_offset, args.identities)
+            try:
+                doc = localnet.up(args.dir, args.nodes, args.port_offset, args.identities)
+            except (RuntimeError, ValueError, TimeoutError) as exc:
+                print(f"localnet up failed: {exc}", file=sys.stderr)
+                return 1
             print(f"{len(doc['nodes'])} nodes healthy in {doc['started_in']}s; see {args.dir / 'localnet.json'}")
             for item in doc["nodes"]:
                 print(f"  {item['name']}: curl -H 'api_secret: {item['api_secret']}' "

@@ -8,6 +8,7 @@ gets a network configuration `localnet` that points at them.
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,22 @@ ID_SERVER_PORT = 8084
 
 def node_ports(index: int, offset: int) -> dict[str, int]:
     return {key: base + offset + index for key, base in PORTS.items()}
+
+
+def busy_ports(count: int, offset: int) -> list[int]:
+    """TCP ports the network would listen on that something else holds now."""
+    wanted = [port for index in range(count) for key, port in node_ports(index, offset).items()
+              if key != "services/entangled-dht/udp-port" and key != "services/udp-datagrams/udp-port"]
+    wanted.append(ID_SERVER_PORT + offset)
+    busy = []
+    for port in wanted:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+    return busy
 
 
 def prepare(root: Path, count: int, offset: int = 0) -> list[dict[str, Any]]:
@@ -71,6 +88,13 @@ def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeou
     if count < 1:
         raise ValueError("a local network needs at least one node")
     root = root.resolve()
+    highest = max(node_ports(count - 1, offset).values())
+    if highest > 65535:
+        raise ValueError(f"--port-offset {offset} puts ports past 65535")
+    busy = busy_ports(count, offset)
+    if busy:
+        raise RuntimeError(f"ports already in use: {busy[:10]} (another node or local network? "
+                           f"`bitdust localnet down --dir DIR` or choose --port-offset)")
     root.mkdir(parents=True, exist_ok=True)
     nodes = prepare(root, count, offset)
     doc = {"network": NETWORK_NAME, "nodes": nodes}

@@ -61,8 +61,9 @@ def nats_server(root: Path) -> Any:
     port = config.get("interface/bus/port")
 
     def listening() -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            # A dial to an unbound ephemeral port can connect to itself; that is not the server.
+            return bool(sock.getsockname() != sock.getpeername())
         return False
 
     try:

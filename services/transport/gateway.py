@@ -357,12 +357,13 @@ async def _digest(pkt: Packet) -> bytes:
     return packets.signing_digest(pkt)
 
 
-def inbox_body(pkt: Packet) -> dict[str, Any]:
+def inbox_body(pkt: Packet, with_payload: bool = True) -> dict[str, Any]:
     """The JSON document an inbox consumer receives for a request packet."""
     body: dict[str, Any] = {"command": pkt.command, "owner_idurl": pkt.owner_idurl,
                             "creator_idurl": pkt.creator_idurl, "packet_id": pkt.packet_id,
                             "key_id": pkt.key_id, "date": pkt.date}
-    body.update(payload_fields(pkt))
+    if with_payload:
+        body.update(payload_fields(pkt))
     return body
 
 
@@ -386,6 +387,8 @@ def reply_fields(reply: dict[str, Any]) -> tuple[str, bytes, bool]:
     command = str(reply.get("command") or "Ack")
     if command not in packets.COMMANDS:
         return "Fail", codec.dumps(f"handler replied with unknown command {command[:40]}"), False
+    if isinstance(reply.get("payload_raw"), (bytes, bytearray, memoryview)):
+        return command, reply["payload_raw"], True
     if reply.get("payload_b64") is not None:
         try:
             return command, crypto.unb64(str(reply["payload_b64"])), True

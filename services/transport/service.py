@@ -7,8 +7,16 @@ Internal verb (for other processes):
            reply is binary). Exactly one of payload / payload_b64 is sent; payload_b64 travels as raw
            bytes between nodes.
 
+    transport.send_raw: the binary form, for data fragments. A NATS request whose body is the raw
+        payload and whose `Bitdust-Meta` header (common.bus.META_HEADER) holds
+        {"remote_idurl", "command", "timeout", "packet_id"}; the reply body is the reply packet's raw
+        payload with meta {"command", "packet_id", "binary"} (or {"error": ...}).
+        Use `Bus.request_binary`.
+
 Requests that arrive from other nodes are sent as NATS requests to `inbox.<Command>`; see
-`gateway.inbox_body` for the document and `gateway.reply_fields` for the expected reply.
+`gateway.inbox_body` for the document and `gateway.reply_fields` for the expected reply. Binary
+packets arrive the same way as raw bytes, with the document (less the payload, plus "binary": true)
+in the meta header; the consumer may answer with `Bus.respond_binary` or with a JSON reply.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import time
 from typing import Any
 
 from common import codec, crypto, subjects
-from common.bus import Bus
+from common.bus import Bus, binary_meta
 from common.endpoint import Reply, endpoint
 from common.errors import DeadlineError, InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from common.packet import COMMANDS, Packet
@@ -65,7 +73,18 @@ class BusInbox:
         self.bus = bus
 
     async def deliver(self, pkt: Packet, timeout: float) -> dict[str, Any]:
-        return await self.bus.request_raw(subjects.inbox(pkt.command), codec.dumps(inbox_body(pkt)), timeout)
+        if not pkt.binary:
+            return await self.bus.request_raw(subjects.inbox(pkt.command), codec.dumps(inbox_body(pkt)), timeout)
+        # Binary payloads (data fragments) cross the bus as raw bytes with the packet fields in a header.
+        meta = dict(inbox_body(pkt, with_payload=False), binary=True)
+        reply_meta, body = await self.bus.request_binary(subjects.inbox(pkt.command), meta, pkt.payload, timeout)
+        if reply_meta is None:
+            try:
+                reply = codec.loads(body)
+            except ValueError:
+                return {"command": "Fail", "payload": "handler replied with malformed JSON"}
+            return reply if isinstance(reply, dict) else {"command": "Ack", "payload": reply}
+        return {"command": reply_meta.get("command") or "Ack", "payload_raw": body}
 
 
 def _tcp_options(ctx: ProcessContext) -> TcpOptions:
@@ -97,7 +116,34 @@ class TransportService(ServiceBase):
         for event_id in IDENTITY_EVENTS:
             sub = await self.ctx.bus.nc.subscribe(subjects.event(event_id), cb=self._on_identity_event)
             self._subscriptions.append(sub)
+        raw = await self.ctx.bus.nc.subscribe(subjects.internal("transport", "send_raw"), queue="transport",
+                                              cb=self._on_send_raw)
+        self._subscriptions.append(raw)
         self.connector.start()
+
+    async def _on_send_raw(self, msg: Any) -> None:
+        self.ctx.bus.spawn(self._send_raw(msg))
+
+    async def _send_raw(self, msg: Any) -> None:
+        """`transport.send_raw`: the binary form of `send` (meta header + raw payload, both ways)."""
+        meta = binary_meta(msg) or {}
+        try:
+            command = str(meta.get("command") or "")
+            if command not in COMMANDS:
+                raise InvalidArgumentError(f"unknown packet command {command!r}", reason="invalid_command")
+            if not isinstance(meta.get("remote_idurl"), str):
+                raise InvalidArgumentError("remote_idurl is required", reason="invalid_argument")
+            reply = await self.gateway.send(meta["remote_idurl"], command, msg.data, binary=True,
+                                            timeout=float(meta.get("timeout") or 30),
+                                            packet_id=meta.get("packet_id") or None)
+            assert reply is not None
+            await self.ctx.bus.respond_binary(
+                msg, {"command": reply.command, "packet_id": reply.packet_id, "binary": reply.binary}, reply.payload)
+        except NodeError as err:
+            await self.ctx.bus.respond_binary(msg, err.to_wire())
+        except Exception:  # noqa: BLE001 - the edge: log, answer a generic error
+            log.exception("send_raw failed")
+            await self.ctx.bus.respond_binary(msg, NodeError("internal error").to_wire())
 
     async def stop(self) -> None:
         for sub in self._subscriptions:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from common.bus import binary_meta
 from common import codec, subjects
 from common.errors import NodeError
 from tests.helpers import await_for
@@ -61,13 +62,14 @@ async def test_requests_reach_inbox_consumers_and_replies_come_back(pair: tuple[
     seen: list[dict[str, Any]] = []
 
     async def on_message(msg: Any) -> None:
+        meta = binary_meta(msg)
+        if meta is not None:  # a binary packet: raw payload, packet fields in the meta header
+            seen.append(meta)
+            await bob.client.respond_binary(msg, {"command": "Ack"}, msg.data[::-1])
+            return
         body = codec.loads(msg.data)
         seen.append(body)
-        if "payload_b64" in body:
-            data = base64.b64decode(body["payload_b64"])
-            await msg.respond(codec.dumps({"command": "Ack", "payload_b64": base64.b64encode(data[::-1]).decode()}))
-        else:
-            await msg.respond(codec.dumps({"command": "Ack", "payload": {"echo": body["payload"]}}))
+        await msg.respond(codec.dumps({"command": "Ack", "payload": {"echo": body["payload"]}}))
 
     await bob.client.nc.subscribe(subjects.inbox("Message"), queue="messaging", cb=on_message)
     reply = await alice.send(bob, "Message", payload={"text": "hi"}, packet_id="m-1")
@@ -78,6 +80,16 @@ async def test_requests_reach_inbox_consumers_and_replies_come_back(pair: tuple[
     blob = bytes(range(256)) * 8192  # 2 MiB, travels raw between the nodes
     reply = await alice.send(bob, "Message", payload_b64=base64.b64encode(blob).decode())
     assert base64.b64decode(reply["payload_b64"]) == blob[::-1]
+    assert seen[-1]["binary"] is True and seen[-1]["creator_idurl"] == alice.idurl and "payload" not in seen[-1]
+    # The same without base64 anywhere: raw bytes on both buses.
+    meta, body = await alice.client.request_binary(
+        subjects.internal("transport", "send_raw"), {"remote_idurl": bob.idurl, "command": "Message"}, blob,
+        timeout=30)
+    assert meta is not None and meta["command"] == "Ack" and meta["binary"] is True and body == blob[::-1]
+    with pytest.raises(NodeError) as refused:
+        await alice.client.request_binary(subjects.internal("transport", "send_raw"),
+                                          {"remote_idurl": bob.idurl, "command": "Nope"}, b"x")
+    assert (refused.value.status, refused.value.reason) == (400, "invalid_command")
 
     nobody = await alice.send(bob, "Data", payload={"x": 1})
     assert nobody["command"] == "Fail" and nobody["payload"] == "no handler"
