@@ -64,3 +64,17 @@ def test_values_survive_dht_restarts(net):
                  what=f"read after restarts on {client.name}")
     status = net.nodes[1].ok("network_status", dht=True)
     assert status["dht"]["layers"][0]["contacts"] > 0
+
+
+def test_discovery_on_layers(net, identities):
+    others = {identities[c.name]["idurl"] for c in net.nodes[1:]}
+    # Every node runs service_supplier, so each announces itself on the suppliers layer (3).
+    found = wait_for(lambda: set(r) if (r := net.nodes[0].call("dht_user_random", layer_id=3, count=5)[1]
+                                        .get("result")) else None, timeout=60, interval=0.5, what="suppliers layer")
+    assert found and found <= others
+    node = net.nodes[1].ok("dht_node_find")
+    assert node["closest_nodes"] and {"address", "dht_id"} <= set(node["closest_nodes"][0])
+    empty = net.nodes[2].ok("suppliers_list_dht", customer_id=identities[net.nodes[3].name]["global_id"])
+    assert empty["suppliers"] == []
+    dump = net.nodes[0].ok("dht_local_db_dump")
+    assert isinstance(dump, dict) and any(dump.values())

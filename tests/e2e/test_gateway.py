@@ -98,6 +98,18 @@ def test_every_route_answers_with_an_envelope(net):
     assert len(seen) + len(DISRUPTIVE) + 3 == len(registry.load()) == 124
 
 
+def test_disruptive_routes_answer_and_recover(net, identities):
+    client = net.nodes[-1]
+    status, doc = client.request("GET", "/network/disconnect/v1")
+    assert status == 200 and doc["result"]["network_connector_state"] == "DISCONNECTED"
+    status, doc = client.request("GET", "/network/reconnect/v1")
+    assert status == 200 and doc["result"]["network_connector_state"] == "CONNECTED"
+    # One identity server on this network: nowhere to rotate to.
+    status, doc = client.request("PUT", "/identity/rotate/v1", body={})
+    assert (status, doc["reason"]) == (409, "no_identity_server")
+    assert client.ok("user_ping", user_id=identities[net.nodes[0].name]["global_id"], timeout=20)["command"] == "Ack"
+
+
 def test_openapi_lists_every_route(net):
     status, doc = net.nodes[0].get("/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
