@@ -100,7 +100,7 @@ class Bus:
             return {"error": {"message": "malformed reply", "reason": "internal_error", "status": 500}}
         return doc if isinstance(doc, dict) else {"result": doc}
 
-    async def request_binary(self, subject: str, meta: dict[str, Any], body: bytes | memoryview,
+    async def request_binary(self, subject: str, meta: dict[str, Any], body: bytes | bytearray | memoryview,
                              timeout: float = DEFAULT_TIMEOUT) -> tuple[dict[str, Any] | None, bytes]:
         """Send raw bytes with a JSON meta header; return the reply's meta (None if plain) and body.
 
@@ -121,7 +121,7 @@ class Bus:
             raise from_wire(reply_meta)
         return reply_meta, msg.data
 
-    async def respond_binary(self, msg: Any, meta: dict[str, Any], body: bytes | memoryview = b"") -> None:
+    async def respond_binary(self, msg: Any, meta: dict[str, Any], body: bytes | bytearray | memoryview = b"") -> None:
         """Answer a request with raw bytes and a JSON meta header."""
         if msg.reply:
             await self.nc.publish(msg.reply, bytes(body), headers={REPLY_HEADER: codec.dumps(meta).decode()})

@@ -22,6 +22,6 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, default=_default, option=_OPTIONS)
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Decode JSON bytes or text; raises `ValueError` on malformed input."""
     return orjson.loads(data)

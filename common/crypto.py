@@ -62,6 +62,7 @@ def load_public_key(text: bytes | str) -> rsa.RSAPublicKey:
     """Parse an OpenSSH or PEM public key; raises `CryptoError`."""
     raw = text.encode() if isinstance(text, str) else text
     raw = raw.strip()
+    key: object
     try:
         if raw.startswith(b"ssh-rsa "):
             key = serialization.load_ssh_public_key(raw)

@@ -97,7 +97,7 @@ def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeou
                            f"`bitdust localnet down --dir DIR` or choose --port-offset)")
     root.mkdir(parents=True, exist_ok=True)
     nodes = prepare(root, count, offset)
-    doc = {"network": NETWORK_NAME, "nodes": nodes}
+    doc: dict[str, Any] = {"network": NETWORK_NAME, "nodes": nodes}
     atomic_write(root / "localnet.json", codec.dumps(doc))
     began = time.monotonic()
     homes = [NodeHome(Path(n["home"])) for n in nodes]

@@ -73,7 +73,9 @@ def check_layer_id(value: object) -> int:
     """A layer id from an API parameter (int or digits); raises `ValueError`."""
     if isinstance(value, bool):
         raise ValueError(value)
-    layer = int(str(value).strip()) if isinstance(value, str) else int(value)  # type: ignore[arg-type]
+    if not isinstance(value, (str, int, float)):
+        raise ValueError(value)
+    layer = int(value.strip()) if isinstance(value, str) else int(value)
     if layer < 0 or layer > 255:
         raise ValueError(value)
     return layer

@@ -9,6 +9,7 @@ in `keys_endpoints.py`. Domain rules are in the pure modules (`document`, `keyri
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,9 @@ class IdentityService(KeysEndpoints):
         assert self.keyring.master is not None
         return self.keyring.master
 
+
+    def _forget_inflight(self, url: str, _task: object) -> None:
+        self._inflight.pop(url, None)
     async def fetch_document(self, user_id: str, refresh: bool = False) -> IdentityDocument:
         """The verified identity of a user (IDURL, global id or key id), from cache or its server.
 
@@ -140,7 +144,7 @@ class IdentityService(KeysEndpoints):
         if task is None:
             task = asyncio.ensure_future(self._download_and_cache(url, user.name))
             self._inflight[url] = task
-            task.add_done_callback(lambda _t, key=url: self._inflight.pop(key, None))
+            task.add_done_callback(functools.partial(self._forget_inflight, url))
         try:
             return await asyncio.shield(task)
         except NotFoundError:

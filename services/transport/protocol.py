@@ -8,6 +8,7 @@ A new transport implements `Transport`; the gateway picks one by the scheme of a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -68,7 +69,7 @@ class Transport(Protocol):
 
     async def send(self, idurl: str, contacts: list[str], parts: list[Buffer]) -> Link: ...
 
-    def links(self) -> list[Link]: ...
+    def links(self) -> Sequence[Link]: ...
 
     def connected(self, idurl: str) -> bool: ...
 
