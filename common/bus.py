@@ -80,16 +80,21 @@ class Bus:
             except Exception:  # noqa: BLE001 - closing anyway
                 await self.nc.close()
 
-    async def request_raw(self, subject: str, payload: bytes, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        """Send a request and return the decoded reply document (result or error)."""
+    async def _request(self, subject: str, payload: bytes, timeout: float,
+                       headers: dict[str, str] | None = None) -> Any:
+        """One NATS request; a missing responder, a timeout or a closed bus become `NodeError`s."""
         try:
-            msg = await self.nc.request(subject, payload, timeout=timeout)
+            return await self.nc.request(subject, payload, timeout=timeout, headers=headers)
         except NoRespondersError:
             raise UnavailableError(f"no process serves {subject} now") from None
         except NatsTimeoutError:
             raise DeadlineError(f"{subject} did not answer in {timeout:g}s") from None
         except nats.errors.ConnectionClosedError:
             raise UnavailableError("the local bus is closed") from None
+
+    async def request_raw(self, subject: str, payload: bytes, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Send a request and return the decoded reply document (result or error)."""
+        msg = await self._request(subject, payload, timeout)
         if msg.headers and msg.headers.get("Nats-Service-Error-Code"):
             code = msg.headers.get("Nats-Service-Error-Code", "500")
             return {"error": {"message": msg.headers.get("Nats-Service-Error", "error"),
@@ -107,15 +112,7 @@ class Bus:
         Large payloads (data fragments) cross the bus this way, with no base64 or JSON around them.
         Raises the `NodeError` the responder put in its meta, or one for no responder / timeout.
         """
-        try:
-            msg = await self.nc.request(subject, bytes(body), timeout=timeout,
-                                        headers={META_HEADER: codec.dumps(meta).decode()})
-        except NoRespondersError:
-            raise UnavailableError(f"no process serves {subject} now") from None
-        except NatsTimeoutError:
-            raise DeadlineError(f"{subject} did not answer in {timeout:g}s") from None
-        except nats.errors.ConnectionClosedError:
-            raise UnavailableError("the local bus is closed") from None
+        msg = await self._request(subject, bytes(body), timeout, {META_HEADER: codec.dumps(meta).decode()})
         reply_meta = binary_meta(msg, REPLY_HEADER)
         if reply_meta is not None and "error" in reply_meta:
             raise from_wire(reply_meta)

@@ -46,8 +46,19 @@ def envelope_ok(doc: dict[str, Any], began: float) -> dict[str, Any]:
 
 
 def envelope_error(err: NodeError, began: float) -> dict[str, Any]:
-    return {"status": "ERROR", "errors": [err.message], "reason": err.reason,
-            "execution": f"{time.perf_counter() - began:.6f}"}
+    return envelope_from_wire(err.to_wire(), began)
+
+
+def envelope_from_wire(doc: dict[str, Any], began: float) -> dict[str, Any]:
+    """The reference error envelope of a bus error document."""
+    error = doc.get("error") or {}
+    return {"status": "ERROR", "errors": [error.get("message") or "error"],
+            "reason": error.get("reason") or "internal_error", "execution": f"{time.perf_counter() - began:.6f}"}
+
+
+def wire_status(doc: dict[str, Any]) -> int:
+    """The HTTP status of a bus error document."""
+    return int((doc.get("error") or {}).get("status") or 500)
 
 
 def _timeout_for(kwargs: dict[str, Any]) -> float:
@@ -146,6 +157,16 @@ class Gateway:
         except NodeError as err:
             return err.to_wire()
 
+    async def call_collecting(self, method: registry.Method, kwargs: dict[str, Any]
+                              ) -> tuple[dict[str, Any], list[Callable[[], Awaitable[None]]]]:
+        """`call`, plus the actions the method asked to run once its answer has been sent."""
+        actions: list[Callable[[], Awaitable[None]]] = []
+        token = AFTER_RESPONSE.set(actions)
+        try:
+            return await self.call(method, kwargs), actions
+        finally:
+            AFTER_RESPONSE.reset(token)
+
     async def _handle_rest(self, request: web.Request) -> web.StreamResponse:
         began = time.perf_counter()
         if request.method == "GET" and request.path in ("/openapi.json", "/openapi/v1"):
@@ -175,12 +196,7 @@ class Gateway:
             kwargs = method.bind(raw, from_text=from_text)
         except NodeError as err:
             return web.json_response(envelope_error(err, began), status=err.status, dumps=_dumps)
-        actions: list[Callable[[], Awaitable[None]]] = []
-        token = AFTER_RESPONSE.set(actions)
-        try:
-            doc = await self.call(method, kwargs)
-        finally:
-            AFTER_RESPONSE.reset(token)
+        doc, actions = await self.call_collecting(method, kwargs)
         response = self._respond(doc, began)
         if actions:
             await response.prepare(request)
@@ -192,11 +208,7 @@ class Gateway:
     @staticmethod
     def _respond(doc: dict[str, Any], began: float) -> web.Response:
         if "error" in doc:
-            status = int(doc["error"].get("status") or 500)
-            body = {"status": "ERROR", "errors": [doc["error"].get("message", "error")],
-                    "reason": doc["error"].get("reason", "internal_error"),
-                    "execution": f"{time.perf_counter() - began:.6f}"}
-            return web.json_response(body, status=status, dumps=_dumps)
+            return web.json_response(envelope_from_wire(doc, began), status=wire_status(doc), dumps=_dumps)
         return web.json_response(envelope_ok(doc, began), dumps=_dumps)
 
     # ---- WebSocket -----------------------------------------------------------------------
@@ -241,12 +253,7 @@ class Gateway:
             if method.name in WS_ONLY:
                 doc = await self._ws_model_call(sock, method.name, kwargs)
             else:
-                actions: list[Callable[[], Awaitable[None]]] = []
-                token = AFTER_RESPONSE.set(actions)
-                try:
-                    doc = await self.call(method, kwargs)
-                finally:
-                    AFTER_RESPONSE.reset(token)
+                doc, actions = await self.call_collecting(method, kwargs)
                 response = self._ws_envelope(doc, began)
                 await self._ws_send(sock, {"type": "api_call", "payload": {"call_id": call_id, "response": response}})
                 for action in actions:
@@ -260,10 +267,8 @@ class Gateway:
     @staticmethod
     def _ws_envelope(doc: dict[str, Any], began: float) -> dict[str, Any]:
         if "error" in doc:
-            return {"status": "ERROR", "errors": [doc["error"].get("message", "error")],
-                    "reason": doc["error"].get("reason", "internal_error"),
-                    "code": int(doc["error"].get("status") or 500),
-                    "execution": f"{time.perf_counter() - began:.6f}"}
+            # No HTTP status on a WebSocket: the envelope carries it as `code`.
+            return dict(envelope_from_wire(doc, began), code=wire_status(doc))
         return envelope_ok(doc, began)
 
     async def _ws_model_call(self, sock: web.WebSocketResponse, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:

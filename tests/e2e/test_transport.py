@@ -14,7 +14,8 @@ from common import codec, crypto
 from common import packet as packets
 from services.identity import document
 from services.transport import handshake as hs
-from services.transport.framing import HEADER, FrameKind, frame_header
+from services.transport.framing import FrameKind, frame_header
+from tests.rawpeer import RawPeer
 from tests.helpers import wait_for
 
 
@@ -87,28 +88,6 @@ def test_key_share_and_audit(net, identities):
 
 
 # ---- a hostile client on a node's TCP port -----------------------------------------------------
-
-class RawPeer:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> "RawPeer":
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def frame(self, kind: FrameKind, *parts: bytes) -> None:
-        self.writer.write(frame_header(kind, sum(len(p) for p in parts)) + b"".join(parts))
-        await self.writer.drain()
-
-    async def read_frame(self) -> tuple[int, bytes]:
-        length, kind = HEADER.unpack(await asyncio.wait_for(self.reader.readexactly(HEADER.size), 10))
-        return kind, await asyncio.wait_for(self.reader.readexactly(length), 10)
-
-    async def closed_by_peer(self) -> bool:
-        with contextlib.suppress(ConnectionError):
-            return await asyncio.wait_for(self.reader.read(), 10) == b""
-        return True
-
 
 def _tcp_port(client) -> int:
     return int(client.ok("config_get", key="services/tcp-connections/tcp-port")["value"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -12,36 +10,10 @@ import pytest
 from common import codec, crypto, subjects
 from common import packet as packets
 from services.transport import handshake as hs
-from services.transport.framing import HEADER, FrameKind, frame_header
+from services.transport.framing import FrameKind, frame_header
+from tests.rawpeer import RawPeer
 from tests.helpers import await_for
 from tests.service.test_transport_harness import Directory, Node, make_identity, transport_node
-
-
-class RawPeer:
-    """A hand-driven TCP client speaking the frame protocol (or not)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> "RawPeer":
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def frame(self, kind: FrameKind, *parts: bytes) -> None:
-        self.writer.write(frame_header(kind, sum(len(p) for p in parts)) + b"".join(parts))
-        await self.writer.drain()
-
-    async def read_frame(self) -> tuple[int, bytes]:
-        length, kind = HEADER.unpack(await asyncio.wait_for(self.reader.readexactly(HEADER.size), 5))
-        return kind, await asyncio.wait_for(self.reader.readexactly(length), 5)
-
-    async def closed_by_peer(self) -> bool:
-        with contextlib.suppress(ConnectionError):
-            return await asyncio.wait_for(self.reader.read(), 5) == b""
-        return True
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 async def _handshake(peer: RawPeer, me: str, key: Any, target: str, directory: Directory) -> None:
