@@ -28,12 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import codec, subjects  # noqa: E402
 from common.bus import Bus  # noqa: E402
 from common.config_store import ConfigStore  # noqa: E402
+from bench.transport import BLOB, bench_plain_tcp, pipelined  # noqa: E402
 from deploy import localnet  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
 
 OFFSET = 22000  # every port stays below the ephemeral range (32768+), where a dial can self-connect
-MIB = 1024 * 1024
-BLOB = 4 * MIB
 
 
 async def _bus(client: NodeClient, name: str) -> Bus:
@@ -62,44 +61,11 @@ async def raw_throughput(sender: NodeClient, receiver: NodeClient, receiver_idur
             assert meta is not None and meta["command"] == "Ack" and int(body) == BLOB, meta
 
     try:
-        await one()
-        began = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(count)))
-        return count * BLOB / MIB / (time.perf_counter() - began)
+        return await pipelined(one, count)
     finally:
         await sub.unsubscribe()
         await out.close()
         await into.close()
-
-
-async def plain_tcp(count: int) -> float:
-    """MiB/s of the same messages over a plain asyncio TCP connection on loopback (the baseline)."""
-    payload = bytes(range(256)) * (BLOB // 256)
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                size = int.from_bytes(await reader.readexactly(4), "big")
-                await reader.readexactly(size)
-            except asyncio.IncompleteReadError:
-                break
-            writer.write(b"ok")
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    began = time.perf_counter()
-    for _ in range(count):
-        writer.write(len(payload).to_bytes(4, "big"))
-        writer.write(payload)
-        await writer.drain()
-        await reader.readexactly(2)
-    took = time.perf_counter() - began
-    writer.close()
-    server.close()
-    return count * BLOB / MIB / took
 
 
 def timed(conn: http.client.HTTPConnection, secret: str, verb: str, path: str, body: dict | None = None) -> float:
@@ -150,7 +116,7 @@ def main() -> None:
             health.append(timed(conn, reader.secret, "GET", "/process/health/v1"))
         raw = asyncio.run(raw_throughput(nodes[1], nodes[2], nodes[2].ok("identity_get")["idurl"], args.blobs,
                                          args.window))
-        baseline = asyncio.run(plain_tcp(args.blobs))
+        baseline = asyncio.run(bench_plain_tcp(args.blobs))
     finally:
         localnet.down(root)
     base = pct(health, 0.5)

@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from common import codec, subjects
 from tests.helpers import free_port
@@ -73,6 +73,14 @@ async def bench_packets(alice: Node, bob: Node, count: int, window: int = 4) -> 
     return count * BLOB / MIB / (time.perf_counter() - started)
 
 
+async def pipelined(one: Callable[[], Awaitable[None]], count: int) -> float:
+    """MiB/s of `count` 4 MiB transfers made by `one` (after one warm-up), run concurrently."""
+    await one()
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(count)))
+    return count * BLOB / MIB / (time.perf_counter() - started)
+
+
 async def bench_bus_path(alice: Node, bob: Node, count: int, window: int = 4) -> float:
     assert bob.transport
     from services.transport.service import BusInbox
@@ -91,12 +99,10 @@ async def bench_bus_path(alice: Node, bob: Node, count: int, window: int = 4) ->
             reply = await alice.send(bob, "Data", payload_b64=payload, timeout=60)
             assert reply["command"] == "Ack", reply
 
-    await one()
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(count)))
-    elapsed = time.perf_counter() - started
-    await sub.unsubscribe()
-    return count * BLOB / MIB / elapsed
+    try:
+        return await pipelined(one, count)
+    finally:
+        await sub.unsubscribe()
 
 
 async def bench_bus_raw(alice: Node, bob: Node, count: int, window: int = 4) -> float:
@@ -120,12 +126,10 @@ async def bench_bus_raw(alice: Node, bob: Node, count: int, window: int = 4) -> 
                 {"remote_idurl": bob.idurl, "command": "Data", "timeout": 60}, payload, timeout=65)
             assert meta is not None and meta["command"] == "Ack" and int(body) == BLOB
 
-    await one()
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(count)))
-    elapsed = time.perf_counter() - started
-    await sub.unsubscribe()
-    return count * BLOB / MIB / elapsed
+    try:
+        return await pipelined(one, count)
+    finally:
+        await sub.unsubscribe()
 
 
 async def bench_plain_tcp(count: int) -> float:

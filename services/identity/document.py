@@ -85,7 +85,11 @@ class IdentityDocument:
 
     def canonical(self) -> bytes:
         """What the signature covers: every field but the signature, in one stable encoding."""
-        doc = {
+        return json.dumps(self._content(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    def _content(self) -> dict[str, Any]:
+        """Every field but the signature."""
+        return {
             "sources": list(self.sources),
             "contacts": list(self.contacts),
             "certificates": list(self.certificates),
@@ -96,7 +100,6 @@ class IdentityDocument:
             "revision": self.revision,
             "publickey": self.publickey,
         }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
     def signed(self, key: rsa.RSAPrivateKey) -> IdentityDocument:
         """A copy signed by `key`, whose public half must be this document's public key."""
@@ -128,21 +131,8 @@ class IdentityDocument:
 
     def reference_info(self) -> dict[str, Any]:
         """The reference engine's `identity_get` result (revision and postage as text, as it sent)."""
-        return {
-            "name": self.name,
-            "idurl": self.idurl,
-            "global_id": self.global_id,
-            "sources": list(self.sources),
-            "contacts": list(self.contacts),
-            "certificates": list(self.certificates),
-            "scrubbers": list(self.scrubbers),
-            "postage": self.postage,
-            "date": self.date,
-            "version": self.version,
-            "revision": str(self.revision),
-            "publickey": self.publickey,
-            "signature": self.signature,
-        }
+        return dict(self._content(), name=self.name, idurl=self.idurl, global_id=self.global_id,
+                    revision=str(self.revision), signature=self.signature)
 
     # ---- XML -------------------------------------------------------------------------------
 
