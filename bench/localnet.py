@@ -5,9 +5,10 @@ then measures over keep-alive HTTP from every other node:
 - `dht_value_get` of values held elsewhere: p50 / p99;
 - `user_ping` between node pairs (signed packets over TCP and back): p50 / p99;
 - baseline in the same run: `process_health` on the same nodes (gateway only), as a ratio;
-- throughput of 4 MiB payloads from node 1 to node 2: a client on node 1's bus sends through
-  `transport.send_raw`, a consumer on node 2's bus answers from `inbox.Data` (every hop a separate
-  process, as in a real node), against a plain asyncio TCP copy over loopback in the same run.
+- throughput of 4 MiB payloads from node 1 to node 2: a client on node 1's bus sends a spool file
+  through `transport.send_file`, a consumer on node 2's bus is handed a spool file on `inbox.Coin`
+  and answers (every hop a separate process, as in a real node; no payload crosses either bus),
+  against a plain asyncio TCP copy over loopback in the same run.
 
 Run: .venv/bin/python bench/localnet.py [--nodes 6] [--reads 300]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import http.client
 import sys
 import tempfile
@@ -25,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import codec, subjects  # noqa: E402
+from common import codec, spool, subjects  # noqa: E402
 from common.bus import Bus  # noqa: E402
 from common.config_store import ConfigStore  # noqa: E402
 from bench.transport import BLOB, bench_plain_tcp, pipelined  # noqa: E402
@@ -33,6 +35,8 @@ from deploy import localnet  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
 
 OFFSET = 22000  # every port stays below the ephemeral range (32768+), where a dial can self-connect
+BENCH_COMMAND = "Coin"
+"""A binary packet command no process of a node consumes yet (Data belongs to the storage process)."""
 
 
 async def _bus(client: NodeClient, name: str) -> Bus:
@@ -40,29 +44,32 @@ async def _bus(client: NodeClient, name: str) -> Bus:
     return await Bus.connect(f"nats://127.0.0.1:{port}", client.home.bus_token(), name)
 
 
-async def raw_throughput(sender: NodeClient, receiver: NodeClient, receiver_idurl: str, count: int,
+async def spool_throughput(sender: NodeClient, receiver: NodeClient, receiver_idurl: str, count: int,
                          window: int = 4) -> float:
-    """MiB/s of 4 MiB Data packets sender -> receiver, acknowledged by a consumer on the receiver's bus."""
+    """MiB/s of 4 MiB packets sender -> receiver, acknowledged by a consumer on the receiver's bus."""
     out, into = await _bus(sender, "bench-sender"), await _bus(receiver, "bench-consumer")
 
     async def on_data(msg: object) -> None:
-        await into.respond_binary(msg, {"command": "Ack"}, str(len(msg.data)).encode())  # type: ignore[attr-defined]
+        body = codec.loads(msg.data)  # type: ignore[attr-defined]
+        await msg.respond(codec.dumps({"command": "Ack", "payload": body["payload_size"]}))  # type: ignore[attr-defined]
 
-    sub = await into.nc.subscribe(subjects.inbox("Data"), queue="bench", cb=on_data)
+    sub = await into.nc.subscribe(subjects.inbox(BENCH_COMMAND), queue="bench", cb=on_data)
     await into.nc.flush()
     payload = bytes(range(256)) * (BLOB // 256)
+    path = spool.write_new(sender.home.spool, payload, prefix="out")
+    request = {"remote_idurl": receiver_idurl, "command": BENCH_COMMAND, "path": str(path), "timeout": 60,
+               "payload_sha256": hashlib.sha256(payload).hexdigest()}
     gate = asyncio.Semaphore(window)
 
     async def one() -> None:
         async with gate:
-            meta, body = await out.request_binary(subjects.internal("transport", "send_raw"),
-                                                  {"remote_idurl": receiver_idurl, "command": "Data", "timeout": 60},
-                                                  payload, timeout=65)
-            assert meta is not None and meta["command"] == "Ack" and int(body) == BLOB, meta
+            reply = await out.call(subjects.internal("transport", "send_file"), request, timeout=65)
+            assert reply["command"] == "Ack" and reply["payload"] == BLOB, reply
 
     try:
         return await pipelined(one, count)
     finally:
+        path.unlink()
         await sub.unsubscribe()
         await out.close()
         await into.close()
@@ -114,7 +121,7 @@ def main() -> None:
             target = globals_[(nodes.index(reader) + 1 + i % (len(nodes) - 1)) % len(nodes)]
             pings.append(timed(conn, reader.secret, "POST", "/user/ping/v1", {"user_id": target, "timeout": 10}))
             health.append(timed(conn, reader.secret, "GET", "/process/health/v1"))
-        raw = asyncio.run(raw_throughput(nodes[1], nodes[2], nodes[2].ok("identity_get")["idurl"], args.blobs,
+        raw = asyncio.run(spool_throughput(nodes[1], nodes[2], nodes[2].ok("identity_get")["idurl"], args.blobs,
                                          args.window))
         baseline = asyncio.run(bench_plain_tcp(args.blobs))
     finally:

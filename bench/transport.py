@@ -9,9 +9,10 @@ Measured:
   * packet: signed `Data` packets of 4 MiB from one gateway to the other, each acknowledged by
     the peer (sign, frame, send, verify, replay check, Ack), 4 in flight;
   * bus path: the same through `transport.send` with `payload_b64`, delivered to a consumer on
-    the peer's `inbox.Data` (adds base64 and two bus hops on each side);
-  * bus raw path: the same through `transport.send_raw` (raw bytes + meta header on the bus) to a
-    consumer answering with `respond_binary`: no base64 or JSON around the payload;
+    the peer's `inbox.Data` (adds base64 and a bus hop on the sender's side);
+  * bus raw path: the same through `transport.send_raw` (raw bytes + meta header on the sender's bus);
+  * spool path: the same through `transport.send_file` from a spool file: no payload on either bus.
+  In the last three the peer's transport hands the payload to its consumer as a spool file.
   * baseline: a plain asyncio TCP copy of the same 4 MiB messages over loopback, in this run.
 """
 
@@ -20,13 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from common import codec, subjects
+from common import codec, spool, subjects
 from tests.helpers import free_port
 from tests.service.test_transport_harness import Directory, Node, transport_node
 
@@ -81,16 +83,15 @@ async def pipelined(one: Callable[[], Awaitable[None]], count: int) -> float:
     return count * BLOB / MIB / (time.perf_counter() - started)
 
 
+async def ack_size(msg: Any) -> None:
+    """An `inbox.Data` consumer that acknowledges a spooled payload with its size (the transport removes it)."""
+    await msg.respond(codec.dumps({"command": "Ack", "payload": codec.loads(msg.data)["payload_size"]}))
+
+
 async def bench_bus_path(alice: Node, bob: Node, count: int, window: int = 4) -> float:
     assert bob.transport
-    from services.transport.service import BusInbox
-
-    bob.transport.gateway.inbox = BusInbox(bob.transport.ctx.bus)
-
-    async def on_data(msg: Any) -> None:
-        await msg.respond(codec.dumps({"command": "Ack", "payload": len(msg.data)}))
-
-    sub = await bob.client.nc.subscribe(subjects.inbox("Data"), cb=on_data)
+    bob.transport.gateway.inbox = bob.transport.inbox
+    sub = await bob.client.nc.subscribe(subjects.inbox("Data"), cb=ack_size)
     payload = base64.b64encode(bytes(range(256)) * (BLOB // 256)).decode()
     gate = asyncio.Semaphore(window)
 
@@ -108,14 +109,8 @@ async def bench_bus_path(alice: Node, bob: Node, count: int, window: int = 4) ->
 async def bench_bus_raw(alice: Node, bob: Node, count: int, window: int = 4) -> float:
     """4 MiB through `transport.send_raw` to a consumer on the peer's `inbox.Data`, raw bytes all the way."""
     assert bob.transport
-    from services.transport.service import BusInbox
-
-    bob.transport.gateway.inbox = BusInbox(bob.transport.ctx.bus)
-
-    async def on_data(msg: Any) -> None:
-        await bob.client.respond_binary(msg, {"command": "Ack"}, str(len(msg.data)).encode())
-
-    sub = await bob.client.nc.subscribe(subjects.inbox("Data"), cb=on_data)
+    bob.transport.gateway.inbox = bob.transport.inbox
+    sub = await bob.client.nc.subscribe(subjects.inbox("Data"), cb=ack_size)
     payload = bytes(range(256)) * (BLOB // 256)
     gate = asyncio.Semaphore(window)
 
@@ -124,12 +119,35 @@ async def bench_bus_raw(alice: Node, bob: Node, count: int, window: int = 4) -> 
             meta, body = await alice.client.request_binary(
                 subjects.internal("transport", "send_raw"),
                 {"remote_idurl": bob.idurl, "command": "Data", "timeout": 60}, payload, timeout=65)
-            assert meta is not None and meta["command"] == "Ack" and int(body) == BLOB
+            assert meta is not None and meta["command"] == "Ack" and codec.loads(body) == BLOB
 
     try:
         return await pipelined(one, count)
     finally:
         await sub.unsubscribe()
+
+
+async def bench_spool(alice: Node, bob: Node, count: int, window: int = 4) -> float:
+    """4 MiB through `transport.send_file` from a spool file to a consumer handed a spool file."""
+    assert bob.transport
+    bob.transport.gateway.inbox = bob.transport.inbox
+    sub = await bob.client.nc.subscribe(subjects.inbox("Data"), cb=ack_size)
+    payload = bytes(range(256)) * (BLOB // 256)
+    path = spool.write_new(alice.home.spool, payload, prefix="out")
+    request = {"remote_idurl": bob.idurl, "command": "Data", "path": str(path), "timeout": 60,
+               "payload_sha256": hashlib.sha256(payload).hexdigest()}
+    gate = asyncio.Semaphore(window)
+
+    async def one() -> None:
+        async with gate:
+            reply = await alice.client.call(subjects.internal("transport", "send_file"), request, timeout=65)
+            assert reply["command"] == "Ack" and reply["payload"] == BLOB, reply
+
+    try:
+        return await pipelined(one, count)
+    finally:
+        await sub.unsubscribe()
+        path.unlink()
 
 
 async def bench_plain_tcp(count: int) -> float:
@@ -171,12 +189,14 @@ async def main(pings: int, blobs: int) -> dict[str, Any]:
             packets = await bench_packets(alice, bob, blobs)
             bus_path = await bench_bus_path(alice, bob, max(4, blobs // 2))
             bus_raw = await bench_bus_raw(alice, bob, blobs)
+            spool_path = await bench_spool(alice, bob, blobs)
     return {
         "ping_p50_ms": round(ping["p50_ms"], 3), "ping_p99_ms": round(ping["p99_ms"], 3),
         "plain_tcp_mib_s": round(baseline, 1), "packets_4mib_mib_s": round(packets, 1),
         "packets_vs_plain": round(packets / baseline, 3), "bus_path_4mib_mib_s": round(bus_path, 1),
         "bus_path_vs_plain": round(bus_path / baseline, 3),
         "bus_raw_4mib_mib_s": round(bus_raw, 1), "bus_raw_vs_plain": round(bus_raw / baseline, 3),
+        "spool_4mib_mib_s": round(spool_path, 1), "spool_vs_plain": round(spool_path / baseline, 3),
     }
 
 

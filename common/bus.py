@@ -93,8 +93,14 @@ class Bus:
             raise UnavailableError("the local bus is closed") from None
 
     async def request_raw(self, subject: str, payload: bytes, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        """Send a request and return the decoded reply document (result or error)."""
+        """Send a request and return the decoded reply document (result or error).
+
+        A binary reply (`respond_binary`) comes back as its meta with the body under `payload_raw`.
+        """
         msg = await self._request(subject, payload, timeout)
+        reply_meta = binary_meta(msg, REPLY_HEADER)
+        if reply_meta is not None:
+            return reply_meta if "error" in reply_meta else dict(reply_meta, payload_raw=msg.data)
         if msg.headers and msg.headers.get("Nats-Service-Error-Code"):
             code = msg.headers.get("Nats-Service-Error-Code", "500")
             return {"error": {"message": msg.headers.get("Nats-Service-Error", "error"),

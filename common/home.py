@@ -50,6 +50,11 @@ class NodeHome:
         return self.root / "run"
 
     @property
+    def spool(self) -> Path:
+        """Hand-over folder for bulk payloads between processes (see `common.spool`)."""
+        return self.root / "spool"
+
+    @property
     def apisecret_file(self) -> Path:
         return self.metadata / "apisecret"
 
@@ -61,17 +66,22 @@ class NodeHome:
     def supervisor_socket(self) -> Path:
         return self.run / "supervisor.sock"
 
+    def state_dir(self, process: str) -> Path:
+        """A process's own state folder, without creating it."""
+        return self.root / "state" / process
+
     def state(self, process: str) -> Path:
         """A process's own state folder."""
-        path = self.root / "state" / process
+        path = self.state_dir(process)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def ensure(self) -> None:
         """Create the folders and generate the API secret and bus token on first start."""
-        for folder in (self.metadata, self.config_dir, self.networks_dir, self.logs, self.run):
+        for folder in (self.metadata, self.config_dir, self.networks_dir, self.logs, self.run, self.spool):
             folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.metadata, 0o700)
+        os.chmod(self.spool, 0o700)
         for secret_file in (self.apisecret_file, self.bustoken_file):
             if not secret_file.exists():
                 token = base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("=")

@@ -12,7 +12,9 @@ copied: `encode` returns the parts for `writelines`, `decode` returns a payload 
     payload = raw bytes (JSON text of a value unless "b" is true)
 
 The signature is RSA-PSS over `signing_digest`: SHA-256 of every field, length-prefixed, and of
-the payload, so no field can be altered or moved into another without breaking it.
+the payload's own SHA-256 (`payload_digest`), so no field can be altered or moved into another
+without breaking it. Signing over the payload hash lets each side hash a payload of several MiB
+once (off the event loop) and hand that hash on with the payload instead of hashing it again.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ COMMANDS = frozenset({
 
 REPLY_COMMANDS = frozenset({"Ack", "Fail"})
 
-_DOMAIN = b"bitdust-packet-v1\x00"
+_DOMAIN = b"bitdust-packet-v2\x00"
 _LEN = struct.Struct(">I")
 _LEN64 = struct.Struct(">Q")
 
@@ -74,6 +76,8 @@ class Packet:
     payload: Buffer = b""
     binary: bool = False
     signature: bytes = field(default=b"", repr=False)
+    payload_sha256: bytes | None = field(default=None, repr=False, compare=False)
+    """`payload_digest(payload)` once someone computed it; not on the wire and not trusted from it."""
 
     def summary(self) -> str:
         """A log-safe description (never the payload)."""
@@ -81,6 +85,10 @@ class Packet:
 
     def signed(self, signature: bytes) -> "Packet":
         return replace(self, signature=signature)
+
+    def hashed(self, payload_sha256: bytes) -> "Packet":
+        """The same packet with its payload hash attached, so later steps need not rehash."""
+        return replace(self, payload_sha256=payload_sha256)
 
 
 def new_packet_id() -> str:
@@ -90,19 +98,36 @@ def new_packet_id() -> str:
 
 def create(command: str, creator_idurl: str, remote_idurl: str, payload: Buffer, *, key_id: str,
            packet_id: str | None = None, owner_idurl: str | None = None, binary: bool = False,
-           date: float | None = None) -> Packet:
-    """An unsigned packet; sign `signing_digest(packet)` and attach it with `Packet.signed`."""
+           date: float | None = None, payload_sha256: bytes | None = None) -> Packet:
+    """An unsigned packet; sign `signing_digest(packet)` and attach it with `Packet.signed`.
+
+    `payload_sha256`, when the caller already knows it, is kept on the packet (see `Packet.hashed`).
+    """
     if command not in COMMANDS:
         raise PacketError("unknown_command", command)
     if len(payload) > MAX_PAYLOAD_SIZE:
         raise PacketError("payload_too_large", f"{len(payload)} bytes")
     return Packet(command=command, owner_idurl=owner_idurl or creator_idurl, creator_idurl=creator_idurl,
                   packet_id=packet_id or new_packet_id(), remote_idurl=remote_idurl, key_id=key_id,
-                  date=time.time() if date is None else float(date), payload=payload, binary=binary)
+                  date=time.time() if date is None else float(date), payload=payload, binary=binary,
+                  payload_sha256=payload_sha256)
 
 
-def signing_digest(packet: Packet) -> bytes:
-    """SHA-256 over every field and the payload: what the creator signs."""
+def payload_digest(payload: Buffer) -> bytes:
+    """SHA-256 of a payload (32 bytes): what `signing_digest` covers in place of the payload."""
+    return hashlib.sha256(payload).digest()
+
+
+def signing_digest(packet: Packet, payload_sha256: bytes | None = None) -> bytes:
+    """SHA-256 over every field and the payload's hash: what the creator signs.
+
+    `payload_sha256` is `payload_digest(packet.payload)` when the caller already computed it; it is
+    never taken from the packet implicitly, so whoever passes it vouches for it.
+    """
+    if payload_sha256 is None:
+        payload_sha256 = payload_digest(packet.payload)
+    elif len(payload_sha256) != hashlib.sha256().digest_size:
+        raise ValueError("payload_sha256 must be 32 bytes")
     digest = hashlib.sha256(_DOMAIN)
     for text in (packet.command, packet.owner_idurl, packet.creator_idurl, packet.packet_id,
                  packet.remote_idurl, packet.key_id, repr(float(packet.date)), "b" if packet.binary else "j"):
@@ -110,7 +135,7 @@ def signing_digest(packet: Packet) -> bytes:
         digest.update(_LEN.pack(len(raw)))
         digest.update(raw)
     digest.update(_LEN64.pack(len(packet.payload)))
-    digest.update(packet.payload)
+    digest.update(payload_sha256)
     return digest.digest()
 
 

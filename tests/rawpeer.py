@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
+from common import crypto
+from services.transport import handshake as hs
 from services.transport.framing import HEADER, FrameKind, frame_header
 
 
@@ -25,6 +28,20 @@ class RawPeer:
     async def read_frame(self, timeout: float = 10) -> tuple[int, bytes]:
         length, kind = HEADER.unpack(await asyncio.wait_for(self.reader.readexactly(HEADER.size), timeout))
         return kind, await asyncio.wait_for(self.reader.readexactly(length), timeout)
+
+    async def authenticate(self, me: str, key: Any, target: str, target_doc: dict[str, Any]) -> None:
+        """Run the handshake honestly as `me` (private `key`) with the node `target` (its identity doc)."""
+        nonce = hs.new_nonce()
+        await self.frame(FrameKind.HELLO, hs.encode_hello(me, nonce, to=target))
+        kind, body = await self.read_frame()
+        hello = hs.decode_hello(body)
+        assert kind == FrameKind.HELLO and hello.idurl == target
+        their_key = crypto.load_public_key(target_doc["publickey"])
+        assert crypto.verify(their_key, hs.transcript(target, me, hello.nonce, nonce), hello.signature)
+        proof = crypto.sign(key, hs.transcript(me, target, nonce, hello.nonce))
+        await self.frame(FrameKind.AUTH, hs.encode_auth(proof))
+        kind, _ = await self.read_frame()
+        assert kind == FrameKind.READY
 
     async def closed_by_peer(self, timeout: float = 10) -> bool:
         """True once the node hangs up on us."""

@@ -1,9 +1,604 @@
-"""The storage process's bus endpoints (its API methods answer 501 until they are built)."""
+"""The storage process's bus endpoints: the customer and supplier roles behind the storage API.
+
+Bulk bytes never cross the bus: the transport process hands fragments over as spool files.
+Inbox subjects (`inbox.Data`, `inbox.Retrieve`, …) reach the supplier role; the customer role
+talks to its suppliers through `transport.send` / `transport.send_file`.
+"""
 
 from __future__ import annotations
 
-from common.process import ServiceBase
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from common import codec, subjects
+from common.endpoint import Reply, endpoint
+from common.errors import InvalidArgumentError, NodeError, NotFoundError
+from common.process import ProcessContext, ServiceBase
+from services.storage.catalog import DIR, Item, split_remote_path
+from services.storage.customer import Customer
+from services.storage.employer import FIRED
+from services.storage.supplier import SupplierRole
+from services.storage.wire import BusPeers
+from services.transport.peer_ids import idurl_to_global_id, to_idurl
+
+log = logging.getLogger(__name__)
+
+SUPPLIER_COMMANDS = ("RequestService", "CancelService", "Data", "Retrieve", "ListFiles", "DeleteFile", "DeleteBackup")
+INBOX_QUEUE = "storage"
+TICK = 3.0
+IDENTITY_EVENTS = ("local-identity-created", "local-identity-recovered", "local-identity-rotated",
+                   "local-identity-written")
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise InvalidArgumentError(f"{name} must be true or false", reason="invalid_argument")
 
 
 class StorageService(ServiceBase):
-    """Serves the storage API methods; until they are built the bus adapter answers 501."""
+    """Serves files_*, file_*, shares_*, suppliers_*, customers_*, space_* and transfers_list."""
+
+    def __init__(self, ctx: ProcessContext):
+        super().__init__(ctx)
+        root = ctx.home.state("storage")
+        spool = ctx.home.root / "spool"
+        self.peers = BusPeers(ctx.bus)
+        self.customer = Customer(root / "customer", spool, self.peers, ctx.automats, ctx.config.get, self._emit)
+        self.supplier = SupplierRole(root / "supplier", lambda: int(ctx.config.get("services/supplier/donated-space")))
+        self._subscriptions: list[Any] = []
+        self._loop: asyncio.Task[Any] | None = None
+        self._wake = asyncio.Event()
+        self._share_history: list[dict[str, Any]] = []
+
+    # ---- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        abandoned = self.customer.abandon_interrupted()
+        if abandoned:
+            log.warning("abandoned %d interrupted uploads: %s", len(abandoned), abandoned)
+        nc = self.ctx.bus.nc
+        for command in SUPPLIER_COMMANDS:
+            self._subscriptions.append(await nc.subscribe(subjects.inbox(command), queue=INBOX_QUEUE,
+                                                          cb=self._on_inbox))
+        for event_id in IDENTITY_EVENTS:
+            self._subscriptions.append(await nc.subscribe(subjects.event(event_id), cb=self._on_identity))
+        self._subscriptions.append(await nc.subscribe(subjects.event("node-disconnected"), cb=self._on_disconnected))
+        self._loop = self.ctx.bus.spawn(self._upkeep())
+
+    async def stop(self) -> None:
+        for sub in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._loop is not None:
+            self._loop.cancel()
+        self.customer.close()
+        self.supplier.close()
+
+    async def on_config_changed(self, keys: list[str]) -> None:
+        if not keys or any(k.startswith(("services/customer/", "services/employer/")) for k in keys):
+            self._wake.set()
+
+    async def _upkeep(self) -> None:
+        restored = False
+        while True:
+            try:
+                if self._customer_enabled():
+                    if not restored:
+                        await self.customer.restore_if_empty()
+                        restored = True
+                    await self.customer.employer.tick()
+            except asyncio.CancelledError:
+                raise
+            except NodeError as err:
+                log.info("storage upkeep: %s", err.reason)
+            except Exception:  # noqa: BLE001 - upkeep goes on whatever one round hit
+                log.exception("storage upkeep round failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=TICK)
+            self._wake.clear()
+
+    def _customer_enabled(self) -> bool:
+        return bool(self.ctx.config.get("services/customer/enabled"))
+
+    async def _on_identity(self, _msg: Any) -> None:
+        self.peers.forget_me()
+        self._wake.set()
+
+    async def _on_disconnected(self, msg: Any) -> None:
+        try:
+            idurl = str((codec.loads(msg.data).get("data") or {}).get("idurl") or "")
+        except (ValueError, AttributeError):
+            return
+        if idurl:
+            self.customer.employer.mark_offline(idurl)
+
+    async def _on_inbox(self, msg: Any) -> None:
+        self.ctx.bus.spawn(self._serve_inbox(msg))
+
+    async def _serve_inbox(self, msg: Any) -> None:
+        try:
+            doc = codec.loads(msg.data)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+            if not self.ctx.config.get("services/supplier/enabled"):
+                reply: dict[str, Any] = {"command": "Fail", "payload": {"reason": "supplier_disabled",
+                                                                        "error": "this node is not a supplier"}}
+            else:
+                reply = await self.supplier.on_inbox(doc)
+        except ValueError:
+            reply = {"command": "Fail", "payload": {"reason": "invalid_request", "error": "malformed inbox document"}}
+        except Exception:  # noqa: BLE001 - a peer's request must never take the process down
+            log.exception("inbox request failed")
+            reply = {"command": "Fail", "payload": {"reason": "internal_error", "error": "internal error"}}
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await self.ctx.bus.nc.publish(msg.reply, codec.dumps(reply))
+
+    async def _emit(self, event_id: str, data: dict[str, Any]) -> None:
+        await self.ctx.bus.publish_event(event_id, data)
+
+    # ---- internal verbs (network_status) ------------------------------------------------------------
+
+    @endpoint("suppliers_idurls", internal=True)
+    async def suppliers_idurls(self) -> dict[str, Any]:
+        return {"idurls": [i for i in self.customer.employer.idurls() if i],
+                "desired": self.customer.employer.desired}
+
+    @endpoint("customers_idurls", internal=True)
+    async def customers_idurls(self) -> dict[str, Any]:
+        return {"idurls": [c["idurl"] for c in self.supplier.customers()]}
+
+    # ---- catalog ----------------------------------------------------------------------------------
+
+    def _item_info(self, item: Item, include_uploads: bool = True, include_downloads: bool = True) -> dict[str, Any]:
+        catalog = self.customer.catalog
+        owner = item.owner_idurl or ""
+        global_id = item.key_id.split("$", 1)[-1]
+        versions = catalog.versions(item.id)
+        latest = next((v for v in versions if v.state == "ready"), None)
+        info: dict[str, Any] = {
+            "customer": global_id, "idurl": owner or to_idurl(global_id), "key_id": item.key_id,
+            "key_alias": item.key_id.split("$", 1)[0], "global_id": f"{item.key_id}:{item.id}",
+            "path_id": str(item.id), "path": item.path, "name": item.name, "remote_path": item.remote_path,
+            "type": item.type, "size": latest.size if latest else 0,
+            "latest": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(latest.created)) if latest else "",
+            "versions": [self._version_info(item, v) for v in versions],
+        }
+        if item.type == DIR:
+            info["childs"] = catalog.children(item)
+        if include_uploads:
+            job = self.customer.transfers.uploads.get(item.remote_path)
+            running = [job.info()] if job and not job.done.is_set() else []
+            info["uploads"] = {"pending": [], "running": running}
+        if include_downloads:
+            job = self.customer.transfers.downloads.get(item.remote_path)
+            info["downloads"] = [job.info()] if job and not job.done.is_set() else []
+        return info
+
+    def _version_info(self, item: Item, version: Any) -> dict[str, Any]:
+        job = self.customer.transfers.uploads.get(item.remote_path)
+        progress = "100%" if version.state == "ready" else "0%"
+        if job is not None and job.uid == version.uid:
+            progress = job.progress if version.state == "uploading" else progress
+        n = version.suppliers
+        blocks_count = len(self.customer.catalog.blocks(version.uid))
+        return {"backup_id": f"{item.remote_path}/{version.uid}", "version": version.uid, "state": version.state,
+                "progress": progress, "size": version.size, "time": version.created,
+                "label": time.strftime("%Y-%m-%d %I:%M:%S %p", time.localtime(version.created)),
+                "max_block": max(0, blocks_count - 1), "fragments": blocks_count * n, "error": version.error,
+                "ecc_map": f"ecc/{n}x{n}",
+                "suppliers": [{"position": p, "fragments": blocks_count} for p in range(n)]}
+
+    def _item(self, remote_path: str) -> Item:
+        key_id, path = split_remote_path(remote_path)
+        return self.customer.catalog.require_item(key_id, path)
+
+    @endpoint()
+    async def files_list(self, remote_path: str | None = None, key_id: str | None = None, recursive: Any = True,
+                         all_customers: Any = False, include_uploads: Any = False,
+                         include_downloads: Any = False) -> list[dict[str, Any]]:
+        deep = _flag(recursive, "recursive")
+        catalog = self.customer.catalog
+        if remote_path:
+            item = self._item(remote_path)
+            items = [item] if item.type != DIR else catalog.items(item.key_id, item.path, recursive=deep)
+        else:
+            items = catalog.items(key_id or None, recursive=deep)
+            if not _flag(all_customers, "all_customers"):
+                items = [i for i in items if not i.owner_idurl or key_id]
+        return [self._item_info(i, _flag(include_uploads, "include_uploads"),
+                                _flag(include_downloads, "include_downloads")) for i in items]
+
+    @endpoint()
+    async def file_exists(self, remote_path: str) -> dict[str, Any]:
+        key_id, path = split_remote_path(remote_path)
+        item = self.customer.catalog.item(key_id, path)
+        if item is None:
+            return {"exist": False, "remote_path": f"{key_id}:{path}"}
+        return {"exist": True, "remote_path": item.remote_path, "path_id": str(item.id), "type": item.type,
+                "key_id": key_id, "path": path}
+
+    @endpoint()
+    async def file_info(self, remote_path: str, include_uploads: Any = True, include_downloads: Any = True) -> Any:
+        return self._item_info(self._item(remote_path), _flag(include_uploads, "include_uploads"),
+                               _flag(include_downloads, "include_downloads"))
+
+    @endpoint()
+    async def file_create(self, remote_path: str, as_folder: Any = False, exist_ok: Any = False,
+                          force_path_id: Any = None) -> Reply:
+        key_id, path = split_remote_path(remote_path)
+        await self.customer.check_key(key_id)
+        kind = DIR if _flag(as_folder, "as_folder") else "file"
+        item, created = self.customer.catalog.create(key_id, path, kind, exist_ok=_flag(exist_ok, "exist_ok"))
+        self.customer.backup_later(key_id)
+        result = {"created": created, "customer": to_idurl(key_id.split("$", 1)[1]), "global_id":
+                  f"{key_id}:{item.id}", "key_id": key_id, "path": path, "path_id": str(item.id),
+                  "remote_path": item.remote_path, "type": "dir" if kind == DIR else "file"}
+        what = "folder" if kind == DIR else "file"
+        return Reply(result, f"new {what} created in {key_id}:{item.id} successfully")
+
+    @endpoint()
+    async def file_delete(self, remote_path: str) -> Reply:
+        item = await self.customer.delete(remote_path)
+        return Reply({"deleted": True, "remote_path": item.remote_path, "path_id": str(item.id)},
+                     f"item {item.remote_path} was deleted")
+
+    @endpoint()
+    async def file_explore(self, local_path: str) -> list[dict[str, Any]]:
+        folder = Path(os.path.expanduser(str(local_path or ""))).resolve()
+        if not local_path or not folder.exists():
+            raise NotFoundError(f"local path {local_path} does not exist", reason="local_path_not_found")
+        if folder.is_file():
+            entries = [folder]
+        else:
+            entries = sorted(folder.iterdir())[:10000]
+        found = []
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                stat = entry.stat()
+                found.append({"name": entry.name, "path": str(entry), "type": "dir" if entry.is_dir() else "file",
+                              "size": stat.st_size if entry.is_file() else 0, "modified": stat.st_mtime})
+        return found
+
+    @endpoint()
+    async def files_sync(self) -> Reply:
+        report = await self.customer.sync()
+        await self.customer.backup_index(f"master${(await self.peers.me() or {}).get('global_id', '')}")
+        return Reply(report, "the catalog and the suppliers are in line")
+
+    # ---- uploads --------------------------------------------------------------------------------
+
+    @endpoint()
+    async def file_upload_start(self, local_path: str, remote_path: str, wait_result: Any = False,
+                                publish_events: Any = False) -> Reply:
+        jobs = await self.customer.start_upload(local_path, remote_path)
+        key_id, path = split_remote_path(remote_path)
+        if _flag(wait_result, "wait_result"):
+            await asyncio.gather(*(job.done.wait() for job in jobs))
+            failed = [j for j in jobs if j.state != "ready"]
+            if failed:
+                raise NodeError(f"upload of {failed[0].remote_path} failed: {failed[0].error}",
+                                reason="upload_failed", status=503)
+        first = jobs[0] if jobs else None
+        result = {"key_id": key_id, "remote_path": f"{key_id}:{path}", "source_path": str(local_path),
+                  "path_id": str(self.customer.catalog.require_item(key_id, path).id),
+                  "version": first.uid if first and len(jobs) == 1 else None,
+                  "versions": [{"remote_path": j.remote_path, "version": j.uid, "state": j.state,
+                                "size": j.total_size} for j in jobs],
+                  "state": "ready" if all(j.state == "ready" for j in jobs) else "uploading"}
+        if _flag(wait_result, "wait_result"):
+            return Reply(result, f"{key_id}:{path} uploaded successfully")
+        return Reply(result, f"uploading task for {key_id}:{path} started, local path is {local_path}")
+
+    @endpoint()
+    async def files_uploads(self, include_running: Any = True, include_pending: Any = True) -> dict[str, Any]:
+        running = [j.info() for j in self.customer.transfers.uploads.values() if not j.done.is_set()]
+        return {"running": running if _flag(include_running, "include_running") else [], "pending": [],
+                "finished": [j.info() for j in self.customer.transfers.uploads.values() if j.done.is_set()][-20:]}
+
+    @endpoint()
+    async def file_upload_stop(self, remote_path: str) -> Reply:
+        key_id, path = split_remote_path(remote_path)
+        job = self.customer.stop_upload(f"{key_id}:{path}")
+        await job.done.wait()
+        return Reply(job.info(), f"uploading of {job.remote_path} stopped")
+
+    # ---- downloads ------------------------------------------------------------------------------
+
+    @endpoint()
+    async def file_download_start(self, remote_path: str, destination_path: str | None = None,
+                                  wait_result: Any = False, publish_events: Any = False,
+                                  destination_folder: str | None = None, local_path: str | None = None) -> Reply:
+        destination = destination_path or destination_folder or local_path
+        jobs = await self.customer.start_download(remote_path, destination)
+        key_id, path = split_remote_path(remote_path)
+        item = self._item(remote_path)
+        if item.type == DIR:
+            target = str(Path(jobs[0][1]).parents[len(Path(jobs[0][0].remote_path.split(":", 1)[1]).parts)
+                                                  - len(Path(path).parts) - 1]) if jobs else ""
+        else:
+            target = str(jobs[0][1]) if jobs else ""
+        if _flag(wait_result, "wait_result"):
+            for job, _ in jobs:
+                await job.done.wait()
+            failed = [j for j, _ in jobs if j.state != "ready"]
+            if failed:
+                raise NodeError(f"download of {failed[0].remote_path} failed: {failed[0].error}",
+                                reason="download_failed", status=503)
+        done = all(j.state == "ready" for j, _ in jobs)
+        result = {"backup_id": f"{item.remote_path}/{jobs[0][0].uid}" if len(jobs) == 1 else None,
+                  "downloaded": done, "key_id": key_id, "local_path": target, "path_id": str(item.id),
+                  "remote_path": path, "files": len(jobs)}
+        message = (f"{item.remote_path} downloaded to {target} successfully" if done
+                   else f"downloading task {item.remote_path} started, destination is {target}")
+        return Reply(result, message)
+
+    @endpoint()
+    async def files_downloads(self) -> list[dict[str, Any]]:
+        return [j.info() for j in self.customer.transfers.downloads.values() if not j.done.is_set()]
+
+    @endpoint()
+    async def file_download_stop(self, remote_path: str) -> Reply:
+        key_id, path = split_remote_path(remote_path)
+        job = self.customer.stop_download(f"{key_id}:{path}")
+        await job.done.wait()
+        return Reply(job.info(), f"downloading of {job.remote_path} stopped")
+
+    @endpoint()
+    async def transfers_list(self) -> list[dict[str, Any]]:
+        transfers = self.customer.transfers
+        items = []
+        for pos in self.customer.employer.positions:
+            if not pos.idurl:
+                continue
+            outgoing = [j.info() for j in transfers.uploads.values() if not j.done.is_set()]
+            outgoing += [j.info() for key, j in transfers.rebuilds.items()
+                         if key == str(pos.index) and not j.done.is_set()]
+            incoming = [j.info() for j in transfers.downloads.values() if not j.done.is_set()]
+            items.append({"idurl": pos.idurl, "global_id": idurl_to_global_id(pos.idurl), "position": pos.index,
+                          "incoming": incoming, "outgoing": outgoing})
+        return items
+
+    # ---- suppliers (customer role) ----------------------------------------------------------------
+
+    @endpoint()
+    async def suppliers_list(self, customer_id: str | None = None, verbose: Any = False) -> list[dict[str, Any]]:
+        if customer_id:
+            me = await self.peers.my_idurl()
+            idurl = to_idurl(customer_id)
+            if idurl != me:
+                suppliers = await self.peers.suppliers_of(idurl)
+                return [{"position": i, "idurl": s, "global_id": idurl_to_global_id(s) if s else "",
+                         "supplier_state": None, "contact_state": await self.peers.contact_state(s) if s else None}
+                        for i, s in enumerate(suppliers)]
+        return await self.customer.suppliers_list()
+
+    @endpoint()
+    async def supplier_change(self, position: Any = None, supplier_id: str | None = None,
+                              new_supplier_id: str | None = None) -> Reply:
+        employer = self.customer.employer
+        if position not in (None, ""):
+            try:
+                index = int(position)
+            except (TypeError, ValueError):
+                raise InvalidArgumentError("position must be an integer", reason="invalid_argument") from None
+        elif supplier_id:
+            found = employer.position_of(to_idurl(supplier_id))
+            if found is None:
+                raise NotFoundError(f"{supplier_id} is not one of my suppliers", reason="supplier_not_found")
+            index = found
+        else:
+            raise InvalidArgumentError("position or supplier_id is required", reason="invalid_argument")
+        if not 0 <= index < len(employer.positions):
+            raise InvalidArgumentError(f"position must be 0..{len(employer.positions) - 1}", reason="invalid_argument")
+        old = employer.positions[index].idurl
+        pos = await employer.change(index, to_idurl(new_supplier_id) if new_supplier_id else None)
+        return Reply({"position": index, "old_idurl": old, "idurl": pos.idurl, "supplier_state": pos.state,
+                      "global_id": idurl_to_global_id(pos.idurl)},
+                     f"supplier {idurl_to_global_id(old) if old else '-'} at position {index} will be replaced by "
+                     f"{idurl_to_global_id(pos.idurl)}")
+
+    @endpoint()
+    async def suppliers_ping(self) -> Reply:
+        await self.customer.employer.ping_all()
+        return Reply(await self.customer.suppliers_list(), "requests to all suppliers were sent")
+
+    @endpoint()
+    async def space_consumed(self) -> dict[str, Any]:
+        return self.customer.space_consumed()
+
+    @endpoint()
+    async def space_local(self) -> dict[str, Any]:
+        root = self.ctx.home.root
+        usage = await asyncio.to_thread(shutil.disk_usage, root)
+        sizes = await asyncio.to_thread(_folder_sizes, root)
+        total = sum(sizes.values())
+        return {"backups": sizes.get("customer", 0), "customers": sizes.get("supplier", 0),
+                "temp": sizes.get("spool", 0), "total": total, "diskfree": usage.free, "disktotal": usage.total,
+                "diskfree_percent": f"{usage.free * 100 / usage.total:.5f}%",
+                "total_percent": f"{total * 100 / usage.total:.5f}%"}
+
+    # ---- customers (supplier role) ----------------------------------------------------------------
+
+    @endpoint()
+    async def customers_list(self, verbose: Any = False) -> list[dict[str, Any]]:
+        items = []
+        for i, contract in enumerate(self.supplier.customers()):
+            idurl = contract["idurl"]
+            items.append({"idurl": idurl, "global_id": idurl_to_global_id(idurl), "position": i,
+                          "contact_state": await self.peers.contact_state(idurl),
+                          **({k: v for k, v in contract.items() if k != "idurl"}
+                             if _flag(verbose, "verbose") else {})})
+        return items
+
+    @endpoint()
+    async def customer_reject(self, customer_id: str, erase_customer_key: Any = True) -> Reply:
+        idurl = to_idurl(customer_id)
+        if idurl not in {c["idurl"] for c in self.supplier.customers()}:
+            raise NotFoundError(f"{customer_id} is not a customer of this node", reason="customer_not_found")
+        result = await self.supplier.reject(idurl)
+        return Reply(result, f"customer {idurl_to_global_id(idurl)} was rejected and its data erased")
+
+    @endpoint()
+    async def customers_ping(self) -> Reply:
+        found = []
+        for contract in self.supplier.customers():
+            state = "OFFLINE"
+            with contextlib.suppress(NodeError):
+                reply = await self.peers.api("transport", "user_status_check", wait=15, user_id=contract["idurl"])
+                state = str(reply.get("contact_state") or state)
+            found.append({"idurl": contract["idurl"], "global_id": idurl_to_global_id(contract["idurl"]),
+                          "contact_state": state})
+        return Reply(found, "requests to all customers were sent")
+
+    @endpoint()
+    async def space_donated(self) -> dict[str, Any]:
+        return self.supplier.space_donated()
+
+    # ---- shares -----------------------------------------------------------------------------------
+
+    async def _keys(self) -> list[dict[str, Any]]:
+        return list(await self.peers.api("identity", "keys_list", wait=10))
+
+    async def _share(self, key_id: str) -> dict[str, Any]:
+        for key in await self._keys():
+            if key.get("key_id") == key_id and str(key.get("alias", "")).startswith("share_"):
+                return key
+        raise NotFoundError(f"share {key_id} was not found", reason="key_not_found")
+
+    def _share_info(self, key: dict[str, Any], mine: str | None) -> dict[str, Any]:
+        key_id = str(key["key_id"])
+        creator_global = key_id.split("$", 1)[1]
+        creator = to_idurl(creator_global)
+        suppliers = self.customer.employer.idurls() if creator == mine else []
+        return {"active": bool(key.get("active", True)), "alias": key.get("alias"), "creator": creator_global,
+                "creator_idurl": creator, "key_id": key_id, "label": key.get("label"),
+                "ecc_map": f"ecc/{len(suppliers)}x{len(suppliers)}" if suppliers else None, "id": key_id,
+                "index": None, "name": key.get("alias"), "revision": -1,
+                "state": "OPENED" if key_id in self.customer.opened_shares else "CLOSED",
+                "suppliers": suppliers, "mine": creator == mine,
+                "files": len([i for i in self.customer.catalog.items(key_id) if i.type == "file"])}
+
+    @endpoint()
+    async def shares_list(self, only_active: Any = False, include_mine: Any = True,
+                          include_granted: Any = True) -> list[dict[str, Any]]:
+        mine = await self.peers.my_idurl()
+        found = []
+        for key in await self._keys():
+            if not str(key.get("alias", "")).startswith("share_"):
+                continue
+            info = self._share_info(key, mine)
+            if _flag(only_active, "only_active") and not info["active"]:
+                continue
+            if info["mine"] and not _flag(include_mine, "include_mine"):
+                continue
+            if not info["mine"] and not _flag(include_granted, "include_granted"):
+                continue
+            found.append(info)
+        return found
+
+    @endpoint()
+    async def share_info(self, key_id: str) -> dict[str, Any]:
+        return self._share_info(await self._share(key_id), await self.peers.my_idurl())
+
+    @endpoint()
+    async def share_create(self, owner_id: str | None = None, key_size: Any = None, label: str = "",
+                           active: Any = True) -> Reply:
+        alias = f"share_{secrets.token_hex(16)}"
+        created = await self.peers.api("identity", "key_create", wait=60, key_alias=alias, key_size=key_size,
+                                       label=str(label or ""), active=_flag(active, "active"))
+        self._history("created", str(created["key_id"]))
+        self.customer.opened_shares.add(str(created["key_id"]))
+        return Reply(dict(created), f"new share {created['key_id']} created successfully")
+
+    @endpoint()
+    async def share_delete(self, key_id: str) -> Reply:
+        await self._share(key_id)
+        erased = await self.customer.delete_key_data(key_id)
+        await self.peers.api("identity", "key_erase", wait=20, key_id=key_id)
+        self.customer.opened_shares.discard(key_id)
+        self._history("deleted", key_id)
+        return Reply({"key_id": key_id, "versions_deleted": erased}, f"share {key_id} deleted")
+
+    @endpoint()
+    async def share_grant(self, key_id: str, trusted_user_id: str, timeout: Any = 45,
+                          publish_events: Any = True) -> Reply:
+        share = await self._share(key_id)
+        mine = await self.peers.my_idurl()
+        if to_idurl(key_id.split("$", 1)[1]) != mine:
+            raise NodeError(f"share {key_id} was not created by this node", reason="share_not_mine", status=409)
+        grantee = to_idurl(trusted_user_id)
+        wait = float(timeout or 45)
+        granted = await self.customer.grant(key_id, grantee)
+        await self.peers.api("identity", "key_share", wait=wait + 5, key_id=key_id, trusted_user_id=trusted_user_id,
+                             include_private=True, timeout=wait)
+        self._history("granted", key_id, grantee)
+        return Reply({"key_id": key_id, "trusted_user_id": grantee, "suppliers_granted": granted,
+                      "label": share.get("label")}, f"share {key_id} granted to {idurl_to_global_id(grantee)}")
+
+    @endpoint()
+    async def share_open(self, key_id: str, publish_events: Any = False) -> Reply:
+        await self._share(key_id)
+        mine = await self.peers.my_idurl()
+        creator = to_idurl(key_id.split("$", 1)[1])
+        added = 0
+        if creator != mine:
+            suppliers = await self.peers.suppliers_of(creator)
+            if not any(suppliers):
+                raise NotFoundError(f"the suppliers of {idurl_to_global_id(creator)} were not found in the DHT",
+                                    reason="suppliers_not_found")
+            added = await self.customer.restore_index(key_id, creator, suppliers)
+        self.customer.opened_shares.add(key_id)
+        self._history("opened", key_id)
+        return Reply({"key_id": key_id, "state": "OPENED", "versions_added": added}, f"share {key_id} opened")
+
+    @endpoint()
+    async def share_close(self, key_id: str) -> Reply:
+        await self._share(key_id)
+        self.customer.opened_shares.discard(key_id)
+        self._history("closed", key_id)
+        return Reply({"key_id": key_id, "state": "CLOSED"}, f"share {key_id} closed")
+
+    @endpoint()
+    async def share_history(self) -> list[dict[str, Any]]:
+        return list(self._share_history)
+
+    def _history(self, action: str, key_id: str, user: str = "") -> None:
+        self._share_history.append({"action": action, "key_id": key_id, "user": user, "time": time.time()})
+        del self._share_history[:-1000]
+
+    # ---- models ------------------------------------------------------------------------------------
+
+    def model_snapshot(self, model_name: str, query_details: Any = None) -> list[tuple[str, Any]] | None:
+        if model_name != "supplier":
+            return None
+        return [(p.idurl, {"position": p.index, "idurl": p.idurl, "supplier_state": p.state})
+                for p in self.customer.employer.positions if p.idurl and p.state != FIRED]
+
+
+def _folder_sizes(root: Path) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for name, folder in (("customer", root / "state" / "storage" / "customer"),
+                         ("supplier", root / "state" / "storage" / "supplier"), ("spool", root / "spool")):
+        total = 0
+        for dirpath, _, files in os.walk(folder):
+            for file in files:
+                with contextlib.suppress(OSError):
+                    total += (Path(dirpath) / file).stat().st_size
+        sizes[name] = total
+    return sizes

@@ -16,7 +16,7 @@ import base64
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
@@ -182,8 +182,10 @@ class Gateway:
 
     async def send(self, remote_idurl: str, command: str, payload: Buffer, *, binary: bool = False,
                    timeout: float | None = None, packet_id: str | None = None,
-                   wait_reply: bool = True) -> Packet | None:
-        """Sign and send one packet; with `wait_reply`, return the reply packet.
+                   wait_reply: bool = True, payload_sha256: bytes | None = None) -> Packet | None:
+        """Sign and send one packet; with `wait_reply`, return the reply packet (its `payload_sha256` set).
+
+        `payload_sha256` is the payload's SHA-256 when the caller already has it (trusted, not rechecked).
 
         Raises:
             ConflictError: no local identity (reason `identity_not_exist`), or the packet id is in use.
@@ -196,13 +198,14 @@ class Gateway:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         contacts = await self.contacts(remote_idurl)
+        key_id = f"master${me.get('global_id') or idurl_to_global_id(str(me['idurl']))}"
         try:
             unsigned = packets.create(command, str(me["idurl"]), remote_idurl, payload, binary=binary,
-                                      key_id=f"master${me.get('global_id') or idurl_to_global_id(str(me['idurl']))}",
-                                      packet_id=packet_id)
+                                      key_id=key_id, packet_id=packet_id)
         except PacketError as err:
             raise ConflictError(str(err), reason=err.reason) from None
-        pkt = unsigned.signed(await self.sign(await _digest(unsigned)))
+        unsigned = unsigned.hashed(payload_sha256 or await payload_hash(unsigned.payload))
+        pkt = unsigned.signed(await self.sign(packets.signing_digest(unsigned, unsigned.payload_sha256)))
         parts = packets.encode(pkt)
         tracked = _Tracked(pkt, "outgoing", packets.encoded_size(parts), self.clock(),
                            timeout if wait_reply else None, remote_idurl)
@@ -270,7 +273,7 @@ class Gateway:
             log.debug("late or unexpected %s from %s", pkt.summary(), pkt.creator_idurl)
             return
         if pkt.command == "Identity":
-            self._spawn(self._reply(pkt, "Ack", codec.dumps("ok"), False))
+            self._spawn(self._reply(pkt, ReplyPayload("Ack", codec.dumps("ok"), False)))
             return
         self._spawn(self._deliver(pkt, link, size))
 
@@ -284,7 +287,9 @@ class Gateway:
             await self.peer_identity(pkt.creator_idurl)
         except NodeError:
             raise PacketError("unknown_sender") from None
-        digest = await _digest(pkt)
+        # Hashed once here; the hash travels on with the packet (to the inbox, or to the sender's caller).
+        pkt = pkt.hashed(await payload_hash(pkt.payload))
+        digest = packets.signing_digest(pkt, pkt.payload_sha256)
         if not await self.verify(pkt.creator_idurl, digest, pkt.signature):
             raise PacketError("bad_signature")
         if not self.replay.admit(pkt.creator_idurl, digest):
@@ -297,24 +302,24 @@ class Gateway:
         self._incoming[id(tracked)] = tracked
         try:
             try:
-                reply = await self.inbox.deliver(pkt, self.options.inbox_timeout)
-                command, payload, binary = reply_fields(reply)
+                reply = reply_fields(await self.inbox.deliver(pkt, self.options.inbox_timeout))
             except UnavailableError:
-                command, payload, binary = "Fail", codec.dumps("no handler"), False
+                reply = _fail("no handler")
             except DeadlineError:
-                command, payload, binary = "Fail", codec.dumps("handler timeout"), False
+                reply = _fail("handler timeout")
             except NodeError as err:
-                command, payload, binary = "Fail", codec.dumps(err.message), False
+                reply = _fail(err.message)
         finally:
             self._incoming.pop(id(tracked), None)
-        await self._reply(pkt, command, payload, binary)
+        await self._reply(pkt, reply)
 
-    async def _reply(self, request: Packet, command: str, payload: Buffer, binary: bool) -> None:
+    async def _reply(self, request: Packet, reply: ReplyPayload) -> None:
         try:
-            await self.send(request.creator_idurl, command, payload, binary=binary, packet_id=request.packet_id,
-                            wait_reply=False, timeout=self.options.reply_timeout)
+            await self.send(request.creator_idurl, reply.command, reply.payload, binary=reply.binary,
+                            packet_id=request.packet_id, wait_reply=False, timeout=self.options.reply_timeout,
+                            payload_sha256=reply.payload_sha256)
         except NodeError as err:
-            log.info("reply %s to %s not sent: %s", command, request.summary(), err.reason)
+            log.info("reply %s to %s not sent: %s", reply.command, request.summary(), err.reason)
 
     # ---- links --------------------------------------------------------------------------------
 
@@ -351,10 +356,11 @@ class Gateway:
             await transport.stop()
 
 
-async def _digest(pkt: Packet) -> bytes:
-    if len(pkt.payload) >= HASH_OFF_LOOP_ABOVE:
-        return await asyncio.to_thread(packets.signing_digest, pkt)
-    return packets.signing_digest(pkt)
+async def payload_hash(payload: Buffer) -> bytes:
+    """`packets.payload_digest`, in a worker thread for large payloads."""
+    if len(payload) >= HASH_OFF_LOOP_ABOVE:
+        return await asyncio.to_thread(packets.payload_digest, payload)
+    return packets.payload_digest(payload)
 
 
 def inbox_body(pkt: Packet, with_payload: bool = True) -> dict[str, Any]:
@@ -377,21 +383,58 @@ def payload_fields(pkt: Packet) -> dict[str, Any]:
         return {"payload_b64": base64.b64encode(pkt.payload).decode()}
 
 
-def reply_fields(reply: dict[str, Any]) -> tuple[str, bytes, bool]:
-    """(command, payload bytes, binary) of an inbox consumer's reply document."""
+class ReplyPayload(NamedTuple):
+    """What a reply packet carries: command, payload bytes, binary flag, and the payload's hash if known."""
+
+    command: str
+    payload: Buffer
+    binary: bool
+    payload_sha256: bytes | None = None
+
+
+def _fail(message: str) -> ReplyPayload:
+    return ReplyPayload("Fail", codec.dumps(message), False)
+
+
+def reply_document(reply: dict[str, Any]) -> dict[str, Any]:
+    """An inbox consumer's reply with a bus endpoint's `{"result": …}` wrapper taken off."""
+    if "command" not in reply and "error" not in reply and isinstance(reply.get("result"), dict):
+        return dict(reply["result"])
+    return reply
+
+
+def reply_fields(reply: dict[str, Any]) -> ReplyPayload:
+    """The reply packet an inbox consumer's reply document asks for.
+
+    Forms: `{"command", "payload": <JSON>}`, `{"command", "payload_b64": text}`, and (from the bus edge,
+    which reads `payload_path` files and binary bus replies into it) `{"command", "payload_raw": bytes}`
+    with an optional `"payload_sha256"` (hex) that is trusted; `{"error": …}` becomes a Fail.
+    """
     if "error" in reply and "command" not in reply:
         err = reply.get("error") or {}
-        return "Fail", codec.dumps(str(err.get("message") or "error") if isinstance(err, dict) else str(err)), False
-    if "command" not in reply and isinstance(reply.get("result"), dict):
-        reply = reply["result"]
+        return _fail(str(err.get("message") or "error") if isinstance(err, dict) else str(err))
+    reply = reply_document(reply)
     command = str(reply.get("command") or "Ack")
     if command not in packets.COMMANDS:
-        return "Fail", codec.dumps(f"handler replied with unknown command {command[:40]}"), False
+        return _fail(f"handler replied with unknown command {command[:40]}")
     if isinstance(reply.get("payload_raw"), (bytes, bytearray, memoryview)):
-        return command, reply["payload_raw"], True
+        try:
+            digest = parse_sha256(reply.get("payload_sha256"))
+        except ValueError:
+            return _fail("handler replied with malformed payload_sha256")
+        return ReplyPayload(command, reply["payload_raw"], True, digest)
     if reply.get("payload_b64") is not None:
         try:
-            return command, crypto.unb64(str(reply["payload_b64"])), True
+            return ReplyPayload(command, crypto.unb64(str(reply["payload_b64"])), True)
         except crypto.CryptoError:
-            return "Fail", codec.dumps("handler replied with malformed payload_b64"), False
-    return command, codec.dumps(reply.get("payload")), False
+            return _fail("handler replied with malformed payload_b64")
+    return ReplyPayload(command, codec.dumps(reply.get("payload")), False)
+
+
+def parse_sha256(text: Any) -> bytes | None:
+    """32 bytes from 64 hex digits, None for None; raises `ValueError` for anything else."""
+    if text is None:
+        return None
+    if not isinstance(text, str) or len(text) != 64:
+        raise ValueError("payload_sha256 must be 64 hex digits")
+    return bytes.fromhex(text)

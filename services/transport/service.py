@@ -1,37 +1,52 @@
 """The transport process's bus endpoints: decode a request, call the gateway, encode the reply.
 
-Internal verb (for other processes):
+Internal verbs (for other processes):
 
-    transport.send(remote_idurl, command, payload=None, timeout=30, packet_id=None, payload_b64=None)
+    transport.send(remote_idurl, command, payload=None, timeout=30, packet_id=None, payload_b64=None,
+                   reply_file=False)
         -> {"command": "Ack"|"Fail"|..., "packet_id", "payload": <JSON>}  (or "payload_b64" when the
            reply is binary). Exactly one of payload / payload_b64 is sent; payload_b64 travels as raw
-           bytes between nodes.
+           bytes between nodes. With `reply_file`, a binary reply comes back as a spool file instead:
+           {"command", "packet_id", "payload_path", "payload_sha256", "payload_size"}; the caller
+           owns that file (reads it, deletes it).
 
-    transport.send_raw: the binary form, for data fragments. A NATS request whose body is the raw
-        payload and whose `Bitdust-Meta` header (common.bus.META_HEADER) holds
-        {"remote_idurl", "command", "timeout", "packet_id"}; the reply body is the reply packet's raw
-        payload with meta {"command", "packet_id", "binary"} (or {"error": ...}).
-        Use `Bus.request_binary`.
+    transport.send_file(remote_idurl, command, path, packet_id=None, timeout=30, payload_sha256=None)
+        -> the reply of `send(..., reply_file=True)`. Sends the file at `path` (inside the spool or the
+           storage state folder; not deleted) as a binary packet; `payload_sha256` (hex), when given,
+           is trusted and saves hashing the file again.
 
-Requests that arrive from other nodes are sent as NATS requests to `inbox.<Command>`; see
-`gateway.inbox_body` for the document and `gateway.reply_fields` for the expected reply. Binary
-packets arrive the same way as raw bytes, with the document (less the payload, plus "binary": true)
-in the meta header; the consumer may answer with `Bus.respond_binary` or with a JSON reply.
+    transport.send_raw: the binary form of `send` over the bus (kept for benchmarks and old callers;
+        bulk data goes by `send_file`). A NATS request whose body is the raw payload and whose
+        `Bitdust-Meta` header (common.bus.META_HEADER) holds {"remote_idurl", "command", "timeout",
+        "packet_id"}; the reply body is the reply packet's raw payload with meta {"command",
+        "packet_id", "binary"} (or {"error": ...}). Use `Bus.request_binary`.
+
+Requests that arrive from other nodes are sent as JSON NATS requests to `inbox.<Command>`; see
+`gateway.inbox_body` for the document and `gateway.reply_fields` for the expected reply. A binary
+packet's payload does not cross the bus: it is written to a new spool file and the document (less
+the payload) carries {"binary": true, "payload_path", "payload_sha256", "payload_size"}. The
+consumer may rename the file away; once it answered (or failed, or timed out) the transport deletes
+the file if it is still there. A reply may name a file to send back as the binary payload:
+{"command": "Data", "payload_path", "payload_sha256"?: hex, "payload_path_temporary"?: true}
+(see `files.PayloadFiles.load_reply`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
-from common import codec, crypto, subjects
+from common import codec, crypto, spool, subjects
 from common.bus import Bus, binary_meta
 from common.endpoint import Reply, endpoint
 from common.errors import DeadlineError, InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from common.packet import COMMANDS, Packet
 from common.process import ProcessContext, ServiceBase
 from services.transport import network
+from services.transport.files import PayloadFiles
 from services.transport.gateway import Gateway, inbox_body, payload_fields
 from services.transport.peer_ids import idurl_to_global_id, to_idurl
 from services.transport.presence import CONNECTED, OFFLINE
@@ -67,24 +82,29 @@ class BusIdentity:
 
 
 class BusInbox:
-    """Delivers request packets as NATS requests on `inbox.<Command>`."""
+    """Delivers request packets as NATS requests on `inbox.<Command>`; binary payloads by spool file."""
 
-    def __init__(self, bus: Bus):
+    def __init__(self, bus: Bus, files: PayloadFiles):
         self.bus = bus
+        self.files = files
 
     async def deliver(self, pkt: Packet, timeout: float) -> dict[str, Any]:
+        subject = subjects.inbox(pkt.command)
         if not pkt.binary:
-            return await self.bus.request_raw(subjects.inbox(pkt.command), codec.dumps(inbox_body(pkt)), timeout)
-        # Binary payloads (data fragments) cross the bus as raw bytes with the packet fields in a header.
-        meta = dict(inbox_body(pkt, with_payload=False), binary=True)
-        reply_meta, body = await self.bus.request_binary(subjects.inbox(pkt.command), meta, pkt.payload, timeout)
-        if reply_meta is None:
-            try:
-                reply = codec.loads(body)
-            except ValueError:
-                return {"command": "Fail", "payload": "handler replied with malformed JSON"}
-            return reply if isinstance(reply, dict) else {"command": "Ack", "payload": reply}
-        return {"command": reply_meta.get("command") or "Ack", "payload_raw": body}
+            reply = await self.bus.request_raw(subject, codec.dumps(inbox_body(pkt)), timeout)
+            return await self.files.load_reply(reply)
+        handed = await self.files.write(pkt)
+        try:
+            body = dict(inbox_body(pkt, with_payload=False), binary=True, **handed)
+            return await self.files.load_reply(await self.bus.request_raw(subject, codec.dumps(body), timeout))
+        finally:
+            # The consumer may have renamed it into place; otherwise it is ours to remove.
+            spool.remove(Path(handed["payload_path"]))
+
+
+def _check_command(command: str) -> None:
+    if command not in COMMANDS:
+        raise InvalidArgumentError(f"unknown packet command {command!r}", reason="invalid_command")
 
 
 def _tcp_options(ctx: ProcessContext) -> TcpOptions:
@@ -104,7 +124,9 @@ class TransportService(ServiceBase):
 
     def __init__(self, ctx: ProcessContext):
         super().__init__(ctx)
-        self.gateway = Gateway(BusIdentity(ctx.bus), BusInbox(ctx.bus), ctx.automats, self._presence_changed)
+        self.files = PayloadFiles.for_home(ctx.home)
+        self.inbox = BusInbox(ctx.bus, self.files)
+        self.gateway = Gateway(BusIdentity(ctx.bus), self.inbox, ctx.automats, self._presence_changed)
         self.tcp = TcpTransport(self.gateway, self.gateway, _tcp_options(ctx), ctx.automats)
         self.gateway.transports.append(self.tcp)
         self.connector = network.NetworkConnector(self.gateway, ctx.automats)
@@ -113,6 +135,9 @@ class TransportService(ServiceBase):
     # ---- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        removed = await asyncio.to_thread(self.files.prepare)
+        if removed:
+            log.info("removed %d stale spool files", removed)
         for event_id in IDENTITY_EVENTS:
             sub = await self.ctx.bus.nc.subscribe(subjects.event(event_id), cb=self._on_identity_event)
             self._subscriptions.append(sub)
@@ -129,8 +154,7 @@ class TransportService(ServiceBase):
         meta = binary_meta(msg) or {}
         try:
             command = str(meta.get("command") or "")
-            if command not in COMMANDS:
-                raise InvalidArgumentError(f"unknown packet command {command!r}", reason="invalid_command")
+            _check_command(command)
             if not isinstance(meta.get("remote_idurl"), str):
                 raise InvalidArgumentError("remote_idurl is required", reason="invalid_argument")
             reply = await self.gateway.send(meta["remote_idurl"], command, msg.data, binary=True,
@@ -186,10 +210,10 @@ class TransportService(ServiceBase):
 
     @endpoint("send", internal=True)
     async def send(self, remote_idurl: str, command: str, payload: Any = None, timeout: float = 30,
-                   packet_id: str | None = None, payload_b64: str | None = None) -> dict[str, Any]:
+                   packet_id: str | None = None, payload_b64: str | None = None,
+                   reply_file: bool = False) -> dict[str, Any]:
         """Send a signed packet and wait for the reply packet with the same id."""
-        if command not in COMMANDS:
-            raise InvalidArgumentError(f"unknown packet command {command!r}", reason="invalid_command")
+        _check_command(command)
         if payload_b64 is not None:
             try:
                 raw, binary = crypto.unb64(payload_b64), True
@@ -200,7 +224,29 @@ class TransportService(ServiceBase):
         reply = await self.gateway.send(remote_idurl, command, raw, binary=binary, timeout=float(timeout),
                                         packet_id=packet_id or None)
         assert reply is not None
-        return dict({"command": reply.command, "packet_id": reply.packet_id}, **payload_fields(reply))
+        return await self._reply_document(reply, bool(reply_file))
+
+    @endpoint("send_file", internal=True)
+    async def send_file(self, remote_idurl: str, command: str, path: str, packet_id: str | None = None,
+                        timeout: float = 30, payload_sha256: str | None = None) -> dict[str, Any]:
+        """Send a file's content as a binary packet and wait for the reply (binary replies as spool files).
+
+        Raises:
+            InvalidArgumentError: `path` outside the spool and storage state folders (`invalid_path`).
+            NotFoundError: no file at `path` (`file_not_found`).
+        """
+        _check_command(command)
+        data, digest = await self.files.read(path, payload_sha256)
+        reply = await self.gateway.send(remote_idurl, command, data, binary=True, timeout=float(timeout),
+                                        packet_id=packet_id or None, payload_sha256=digest)
+        assert reply is not None
+        return await self._reply_document(reply, True)
+
+    async def _reply_document(self, reply: Packet, to_file: bool) -> dict[str, Any]:
+        """`{"command", "packet_id"}` plus the payload: inline, or a binary one as a spool file."""
+        doc: dict[str, Any] = {"command": reply.command, "packet_id": reply.packet_id}
+        doc.update(await self.files.write(reply) if to_file and reply.binary else payload_fields(reply))
+        return doc
 
     # ---- API methods ---------------------------------------------------------------------------
 

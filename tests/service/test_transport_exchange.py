@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common.bus import binary_meta
-from common import codec, subjects
+from common import codec, spool, subjects
 from common.errors import NodeError
 from tests.helpers import await_for
 from tests.service.test_transport_harness import Directory, Node, transport_node
@@ -62,13 +62,14 @@ async def test_requests_reach_inbox_consumers_and_replies_come_back(pair: tuple[
     seen: list[dict[str, Any]] = []
 
     async def on_message(msg: Any) -> None:
-        meta = binary_meta(msg)
-        if meta is not None:  # a binary packet: raw payload, packet fields in the meta header
-            seen.append(meta)
-            await bob.client.respond_binary(msg, {"command": "Ack"}, msg.data[::-1])
-            return
         body = codec.loads(msg.data)
         seen.append(body)
+        if body.get("binary"):  # a binary packet: its payload is a spool file, answered with another one
+            data = Path(body["payload_path"]).read_bytes()
+            answer = spool.write_new(bob.home.spool, data[::-1], prefix="out")
+            await msg.respond(codec.dumps({"command": "Ack", "payload_path": str(answer),
+                                           "payload_path_temporary": True}))
+            return
         await msg.respond(codec.dumps({"command": "Ack", "payload": {"echo": body["payload"]}}))
 
     await bob.client.nc.subscribe(subjects.inbox("Message"), queue="messaging", cb=on_message)
@@ -81,7 +82,9 @@ async def test_requests_reach_inbox_consumers_and_replies_come_back(pair: tuple[
     reply = await alice.send(bob, "Message", payload_b64=base64.b64encode(blob).decode())
     assert base64.b64decode(reply["payload_b64"]) == blob[::-1]
     assert seen[-1]["binary"] is True and seen[-1]["creator_idurl"] == alice.idurl and "payload" not in seen[-1]
-    # The same without base64 anywhere: raw bytes on both buses.
+    assert seen[-1]["payload_size"] == len(blob) and not Path(seen[-1]["payload_path"]).exists()
+    assert list(bob.home.spool.iterdir()) == []  # both the delivered file and the temporary reply are gone
+    # The same without base64 on alice's bus; bob's consumer answers through the spool as before.
     meta, body = await alice.client.request_binary(
         subjects.internal("transport", "send_raw"), {"remote_idurl": bob.idurl, "command": "Message"}, blob,
         timeout=30)

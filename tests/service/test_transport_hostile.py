@@ -16,19 +16,6 @@ from tests.helpers import await_for
 from tests.service.test_transport_harness import Directory, Node, make_identity, transport_node
 
 
-async def _handshake(peer: RawPeer, me: str, key: Any, target: str, directory: Directory) -> None:
-    nonce = hs.new_nonce()
-    await peer.frame(FrameKind.HELLO, hs.encode_hello(me, nonce, to=target))
-    kind, body = await peer.read_frame()
-    hello = hs.decode_hello(body)
-    assert kind == FrameKind.HELLO and hello.idurl == target
-    their_key = crypto.load_public_key(directory[target]["publickey"])
-    assert crypto.verify(their_key, hs.transcript(target, me, hello.nonce, nonce), hello.signature)
-    await peer.frame(FrameKind.AUTH, hs.encode_auth(crypto.sign(key, hs.transcript(me, target, nonce, hello.nonce))))
-    kind, _ = await peer.read_frame()
-    assert kind == FrameKind.READY
-
-
 def _signed(key: Any, command: str, creator: str, remote: str, payload: Any, **kw: Any) -> packets.Packet:
     pkt = packets.create(command, creator, remote, codec.dumps(payload), key_id="master$x", **kw)
     return pkt.signed(crypto.sign(key, packets.signing_digest(pkt)))
@@ -80,7 +67,7 @@ async def _hostile_session(alice: Node, bob: Node, directory: Directory) -> None
     # 3. an authenticated peer sending forged, replayed, stale, misaddressed and malformed packets
     mallory = await RawPeer.open(alice.port)
     me = m_doc["idurl"]
-    await _handshake(mallory, me, m_key, alice.idurl, directory)
+    await mallory.authenticate(me, m_key, alice.idurl, directory[alice.idurl])
     good = _wire(_signed(m_key, "Message", me, alice.idurl, {"n": 1}, packet_id="p1"))
     await mallory.frame(FrameKind.PACKET, good)
     kind, body = await mallory.read_frame()

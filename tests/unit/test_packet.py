@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -43,8 +45,6 @@ def test_round_trip_keeps_every_field_and_the_signature_valid(key):
     ("date", 1.5), ("payload", b'{"a":2}'), ("binary", True),
 ])
 def test_signature_covers_every_field(key, field_name, value):
-    from dataclasses import replace
-
     pkt = _signed(key)
     altered = replace(pkt, **{field_name: value})
     assert not crypto.verify(key.public_key(), packets.signing_digest(altered), pkt.signature)
@@ -92,3 +92,31 @@ def test_freshness_window(key):
 
 def test_packet_ids_differ():
     assert len({packets.new_packet_id() for _ in range(1000)}) == 1000
+
+
+def test_payload_digest_is_sha256():
+    assert packets.payload_digest(b"abc") == hashlib.sha256(b"abc").digest()
+    assert packets.payload_digest(memoryview(b"xabcx")[1:4]) == hashlib.sha256(b"abc").digest()
+
+
+def test_signing_digest_covers_the_payload_through_its_hash(key):
+    pkt = _signed(key, payload=b"\x07" * 5000, binary=True)
+    known = packets.payload_digest(pkt.payload)
+    assert packets.signing_digest(pkt, known) == packets.signing_digest(pkt)
+    assert crypto.verify(key.public_key(), packets.signing_digest(pkt, known), pkt.signature)
+    # Only the hash (and the length) of the payload enter the digest: a wrong hash breaks the signature.
+    other = packets.payload_digest(b"\x08" * 5000)
+    assert not crypto.verify(key.public_key(), packets.signing_digest(pkt, other), pkt.signature)
+    assert packets.signing_digest(replace(pkt, payload=b"\x08" * 5000), known) == packets.signing_digest(pkt)
+    with pytest.raises(ValueError):
+        packets.signing_digest(pkt, known.hex().encode())
+
+
+def test_payload_hash_rides_on_the_packet_but_not_on_the_wire(key):
+    digest = packets.payload_digest(b"[1]")
+    pkt = packets.create("Ack", "a", "b", b"[1]", key_id="k", payload_sha256=digest)
+    assert pkt.payload_sha256 == digest and pkt.hashed(b"\x00" * 32) == pkt  # not part of equality
+    signed = pkt.signed(crypto.sign(key, packets.signing_digest(pkt, pkt.payload_sha256)))
+    back = packets.decode(_wire(signed))
+    assert back.payload_sha256 is None  # never trusted from the wire: the receiver hashes
+    assert crypto.verify(key.public_key(), packets.signing_digest(back), back.signature)

@@ -1,0 +1,134 @@
+"""One block of a file, sealed and spread: AES-256-GCM, then Reed-Solomon (zfec) k-of-N.
+
+Pure code over bytes. A version of a file has one fresh session key; block `b` is encrypted with
+the nonce `b` (12 bytes, big endian), which is unique under that key, and with the version id and
+block number as associated data, so a fragment of one block can never pass for another's.
+
+    plaintext block ──AES-GCM──> ciphertext + tag ──pad to k·L──> k primary shares of L bytes
+                                                      └─zfec──> N-k secondary shares (L bytes)
+
+Share `i` is the fragment stored by the supplier at position `i`. Any k of them give the
+ciphertext back; with the first k (the primary shares) decoding is a plain concatenation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import zfec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+TAG_SIZE = 16
+MAX_SUPPLIERS = 64
+
+
+class BlockError(ValueError):
+    """A block that cannot be rebuilt: too few shares, wrong sizes, or ciphertext that fails its tag."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def data_shares(suppliers: int) -> int:
+    """k = ceil(N/2): the shares needed to rebuild a block stored with N suppliers."""
+    if not 1 <= suppliers <= MAX_SUPPLIERS:
+        raise BlockError("invalid_ecc", f"{suppliers} suppliers")
+    return max(1, math.ceil(suppliers / 2))
+
+
+def ecc_map_name(suppliers: int) -> str:
+    """The reference engine's name of the map for N suppliers (`ecc/4x4`)."""
+    return f"ecc/{suppliers}x{suppliers}"
+
+
+def suppliers_of(ecc_map: str) -> int:
+    """N from an ecc map name; raises `BlockError` for anything else."""
+    try:
+        left, right = ecc_map.removeprefix("ecc/").split("x", 1)
+        count = int(left)
+        if count != int(right):
+            raise ValueError(ecc_map)
+    except ValueError:
+        raise BlockError("invalid_ecc", ecc_map) from None
+    data_shares(count)
+    return count
+
+
+def sha256_hex(data: bytes | bytearray | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _nonce(block_no: int) -> bytes:
+    return block_no.to_bytes(12, "big")
+
+
+def _aad(version_uid: str, block_no: int) -> bytes:
+    return f"{version_uid}:{block_no}".encode()
+
+
+@dataclass(frozen=True)
+class SealedBlock:
+    """The N fragments of one block, with what a reader needs to check and rebuild it."""
+
+    fragments: list[bytes]
+    hashes: list[str]
+    cipher_size: int
+
+
+def seal(session_key: bytes, version_uid: str, block_no: int, plain: bytes, suppliers: int) -> SealedBlock:
+    """Encrypt one block and cut it into one fragment per supplier."""
+    k = data_shares(suppliers)
+    cipher = AESGCM(session_key).encrypt(_nonce(block_no), plain, _aad(version_uid, block_no))
+    share_size = max(1, math.ceil(len(cipher) / k))
+    padded = cipher + bytes(share_size * k - len(cipher))
+    primary = [padded[i * share_size:(i + 1) * share_size] for i in range(k)]
+    if suppliers > k:
+        secondary = zfec.Encoder(k, suppliers).encode(primary, list(range(k, suppliers)))
+        fragments = primary + [bytes(s) for s in secondary]
+    else:
+        fragments = primary
+    return SealedBlock(fragments, [sha256_hex(f) for f in fragments], len(cipher))
+
+
+def reassemble(shares: dict[int, bytes], suppliers: int, cipher_size: int) -> bytes:
+    """The ciphertext of a block from any k of its fragments (position -> bytes)."""
+    k = data_shares(suppliers)
+    chosen = sorted(pos for pos in shares if 0 <= pos < suppliers)[:k]
+    if len(chosen) < k:
+        raise BlockError("not_enough_fragments", f"{len(chosen)} of {k}")
+    size = len(shares[chosen[0]])
+    if any(len(shares[pos]) != size for pos in chosen) or size * k < cipher_size:
+        raise BlockError("fragment_size_mismatch")
+    if chosen == list(range(k)):
+        primary = [shares[pos] for pos in chosen]
+    else:
+        primary = [bytes(b) for b in zfec.Decoder(k, suppliers).decode([shares[pos] for pos in chosen], chosen)]
+    return b"".join(primary)[:cipher_size]
+
+
+def open_block(session_key: bytes, version_uid: str, block_no: int, cipher: bytes) -> bytes:
+    """Decrypt one block; raises `BlockError("block_corrupt")` when the tag does not match."""
+    try:
+        return AESGCM(session_key).decrypt(_nonce(block_no), cipher, _aad(version_uid, block_no))
+    except InvalidTag:
+        raise BlockError("block_corrupt", f"block {block_no} failed authentication") from None
+
+
+def rebuild_fragments(shares: dict[int, bytes], suppliers: int, cipher_size: int,
+                      wanted: list[int]) -> dict[int, bytes]:
+    """Fragments at positions `wanted`, recomputed from any k others (no key needed)."""
+    k = data_shares(suppliers)
+    cipher = reassemble(shares, suppliers, cipher_size)
+    share_size = len(next(iter(shares.values())))
+    padded = cipher + bytes(share_size * k - len(cipher))
+    primary = [padded[i * share_size:(i + 1) * share_size] for i in range(k)]
+    out: dict[int, bytes] = {pos: primary[pos] for pos in wanted if pos < k}
+    secondary = [pos for pos in wanted if pos >= k]
+    if secondary:
+        made = zfec.Encoder(k, suppliers).encode(primary, secondary)
+        out.update({pos: bytes(data) for pos, data in zip(secondary, made, strict=False)})
+    return out

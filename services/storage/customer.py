@@ -1,0 +1,454 @@
+"""The customer role: catalog, suppliers, uploads, downloads, rebuilds, catalog backups, shares.
+
+No bus code here: the other processes are reached through `wire.BusPeers`-like objects passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from common import crypto
+from common.automat import AutomatRegistry
+from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
+from services.storage import blocks
+from services.storage.backup_index import open_index, seal_index
+from services.storage.catalog import DIR, FILE, READY, UPLOADING, Catalog, Item, Version, split_remote_path
+from services.storage.employer import OFFLINE, Employer, Position
+from services.storage.fragments import Mover, index_name, key_tag, version_prefix
+from services.storage.transfers import Job, Transfers
+from services.transport.peer_ids import idurl_to_global_id
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+INDEX_TIMEOUT = 30.0
+
+
+class Customer:
+    """Everything the customer side of the storage process does."""
+
+    def __init__(self, folder: Path, spool: Path, peers: Any, automats: AutomatRegistry | None,
+                 option: Callable[[str], Any], emit: Emit):
+        self.folder = folder
+        self.peers = peers
+        self.option = option
+        self.emit = emit
+        self.catalog = Catalog(folder / "catalog.sqlite")
+        self.mover = Mover(peers.wire, spool)
+        self.employer = Employer(folder, peers, automats, option, on_replaced=self._on_replaced)
+        self.transfers = Transfers(self.catalog, self.mover, emit, self.employer.note)
+        self.opened_shares: set[str] = set()
+        self._backups: dict[str, asyncio.Task[None]] = {}
+        self._dirty: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---- start-up -------------------------------------------------------------------------------
+
+    def abandon_interrupted(self) -> list[str]:
+        """Versions left `uploading` by a crash are cleanly abandoned: marked failed, fragments deleted."""
+        abandoned = []
+        for version in self.catalog.all_versions(UPLOADING):
+            self.catalog.finish_version(version.uid, "failed", version.size, version.blocks_total,
+                                        "interrupted: the storage process stopped during the upload")
+            abandoned.append(version.uid)
+            item = self.catalog.item_by_id(version.item_id)
+            if item is not None:
+                self.spawn(self._delete_remote(item.key_id, [version.uid]))
+        return abandoned
+
+    async def restore_if_empty(self) -> int:
+        """On a fresh home with a (recovered) identity: adopt the suppliers from the DHT, restore the catalog."""
+        me = await self.peers.me()
+        if not me or self.catalog.items() or any(self.employer.idurls()):
+            return 0
+        idurl = str(me["idurl"])
+        suppliers = await self.peers.suppliers_of(idurl)
+        if not any(suppliers):
+            return 0
+        for index, supplier in enumerate(suppliers):
+            if index >= len(self.employer.positions):
+                self.employer.positions.append(Position(index))
+            if supplier:
+                await self.employer.hire(self.employer.positions[index], supplier)
+        key_id = f"master${me['global_id']}"
+        return await self.restore_index(key_id, idurl, suppliers)
+
+    async def restore_index(self, key_id: str, owner_idurl: str, suppliers: list[str]) -> int:
+        """Read the catalog backup of `key_id` from any supplier and merge it; versions added."""
+        customer = None if owner_idurl == await self.peers.my_idurl() else owner_idurl
+        errors = []
+        for supplier in [s for s in suppliers if s]:
+            try:
+                reply = await self.peers.wire.fetch_file(supplier, index_name(key_id), customer, INDEX_TIMEOUT)
+            except NodeError as err:
+                errors.append(err.reason)
+                continue
+            path = reply.get("payload_path")
+            if not path:
+                errors.append("not_found")
+                continue
+            try:
+                blob = Path(path).read_bytes()
+            finally:
+                Path(path).unlink(missing_ok=True)
+            try:
+                doc = await open_index(self.peers, blob, key_id, owner_idurl)
+            except NodeError as err:
+                errors.append(err.reason)
+                continue
+            added = self.catalog.import_index(doc, owner_idurl="" if customer is None else owner_idurl)
+            await self.emit("catalog-restored", {"key_id": key_id, "versions": added})
+            return added
+        raise NotFoundError(f"no supplier had a readable catalog backup of {key_id} ({', '.join(errors)})",
+                            reason="index_not_found")
+
+    # ---- paths ----------------------------------------------------------------------------------
+
+    async def check_key(self, key_id: str) -> None:
+        try:
+            await self.peers.public_key(key_id)
+        except NodeError:
+            raise NotFoundError(f"key {key_id} was not found", reason="key_not_found") from None
+
+    def suppliers_for(self, item: Item) -> list[str]:
+        return self.employer.idurls()
+
+    # ---- catalog backup -------------------------------------------------------------------------
+
+    def backup_later(self, key_id: str) -> None:
+        """Back up the catalog of `key_id` to the suppliers soon (changes in a burst make one backup)."""
+        self._dirty.add(key_id)
+        running = self._backups.get(key_id)
+        if running is None or running.done():
+            self._backups[key_id] = self.spawn(self._backup_loop(key_id))
+
+    async def _backup_loop(self, key_id: str) -> None:
+        while key_id in self._dirty:
+            self._dirty.discard(key_id)
+            await asyncio.sleep(0.2)
+            try:
+                await self.backup_index(key_id)
+            except NodeError as err:
+                log.warning("catalog backup of %s failed: %s", key_id, err.reason)
+
+    async def backup_index(self, key_id: str) -> int:
+        me = await self.peers.my_idurl()
+        suppliers = [s for s in self.employer.idurls() if s]
+        if not me or not suppliers:
+            return 0
+        blob = await seal_index(self.peers, self.catalog.export(key_id), key_id, me)
+        digest = blocks.sha256_hex(blob)
+        results = await asyncio.gather(*(self.mover.send(s, index_name(key_id), blob, digest) for s in suppliers))
+        stored = sum(ok for ok, _ in results)
+        await self.emit("catalog-backed-up", {"key_id": key_id, "suppliers": stored})
+        return stored
+
+    # ---- upload -----------------------------------------------------------------------------------
+
+    async def start_upload(self, local_path: str, remote_path: str) -> list[Job]:
+        source = Path(os.path.expanduser(str(local_path or ""))).resolve()
+        if not local_path or not source.exists():
+            raise NotFoundError(f"local file or folder {local_path} not exist", reason="local_path_not_found")
+        key_id, path = split_remote_path(remote_path)
+        await self.check_key(key_id)
+        suppliers = self.employer.idurls()
+        n = len(suppliers)
+        k = blocks.data_shares(max(1, n))
+        live = len(self.employer.connected())
+        if n == 0 or live < k:
+            raise ConflictError(f"{live} of {n} suppliers are connected, {k} needed to store data",
+                                reason="no_suppliers")
+        files = _walk(source)
+        total = sum(size for _, size in files)
+        self._check_quota(total, n)
+        jobs = []
+        for file_path, size in files:
+            target = path if file_path == source else f"{path}/{file_path.relative_to(source).as_posix()}"
+            jobs.append(await self._start_one(key_id, target, file_path, size, suppliers))
+        return jobs
+
+    def _check_quota(self, total: int, suppliers: int) -> None:
+        needed = int(self.option("services/customer/needed-space"))
+        used = self.catalog.totals()["stored"] * 2
+        extra = total * suppliers // max(1, blocks.data_shares(suppliers))
+        if used + extra > needed:
+            raise ConflictError(f"upload needs {extra} bytes on suppliers, {max(0, needed - used)} of the "
+                                f"{needed} bytes of services/customer/needed-space are left", reason="over_quota")
+
+    async def _start_one(self, key_id: str, path: str, source: Path, size: int, suppliers: list[str]) -> Job:
+        item, _ = self.catalog.create(key_id, path, FILE, exist_ok=True)
+        remote = f"{key_id}:{path}"
+        if remote in self.transfers.uploads and not self.transfers.uploads[remote].done.is_set():
+            raise ConflictError(f"{remote} is already being uploaded", reason="upload_running")
+        session = crypto_session()
+        wrapped = await _wrap(self.peers, key_id, session)
+        block_size = int(self.option("services/backups/block-size"))
+        version = self.catalog.add_version(item, block_size, len(suppliers), wrapped, str(source))
+        job = Job("upload", remote, key_id, version.uid, size, str(source), block_size, len(suppliers))
+        self.transfers.uploads[remote] = job
+        window = int(self.option("services/backups/upload-window"))
+        job.task = self.spawn(self.transfers.upload(job, item, source, session, list(suppliers), window,
+                                                    self._upload_ready))
+        await self.emit("upload-started", job.info())
+        return job
+
+    async def _upload_ready(self, item: Item, version: Version) -> None:
+        keep = int(self.option("services/backups/max-copies"))
+        old = [v for v in self.catalog.versions(item.id) if v.uid != version.uid][max(0, keep - 1):]
+        for victim in old:
+            self.catalog.delete_version(victim.uid)
+        if old:
+            self.spawn(self._delete_remote(item.key_id, [v.uid for v in old]))
+        self.backup_later(item.key_id)
+
+    async def _delete_remote(self, key_id: str, uids: list[str]) -> None:
+        for supplier in [s for s in self.employer.idurls() if s]:
+            for uid in uids:
+                try:
+                    await self.peers.request(supplier, "DeleteBackup", {"prefix": version_prefix(key_id, uid)}, 20)
+                except NodeError as err:
+                    log.info("DeleteBackup on %s failed: %s", supplier, err.reason)
+
+    def stop_upload(self, remote_path: str) -> Job:
+        job = self.transfers.uploads.get(remote_path)
+        if job is None or job.done.is_set():
+            raise NotFoundError(f"no upload of {remote_path} is running", reason="upload_not_found")
+        if job.task is not None:
+            job.task.cancel()
+        return job
+
+    # ---- download ---------------------------------------------------------------------------------
+
+    async def start_download(self, remote_path: str, destination: str | None) -> list[tuple[Job, Path]]:
+        key_id, path = split_remote_path(remote_path)
+        item = self.catalog.require_item(key_id, path)
+        root = Path(os.path.expanduser(destination)).resolve() if destination else self.folder.parent / "restore"
+        if root.exists() and not root.is_dir():
+            raise InvalidArgumentError(f"destination {root} is not a folder", reason="invalid_destination")
+        targets: list[tuple[Item, Path]] = []
+        if item.type == DIR:
+            for child in self.catalog.items(key_id, item.path):
+                if child.type == FILE:
+                    targets.append((child, root / item.name / child.path[len(item.path) + 1:]))
+        else:
+            targets.append((item, root / item.name))
+        jobs = []
+        for child, target in targets:
+            version = self.catalog.latest_ready(child.id)
+            if version is None:
+                if item.type == DIR:
+                    continue
+                raise NotFoundError(f"{remote_path} has no complete version yet", reason="version_not_found")
+            jobs.append((await self._start_download(child, version, target), target))
+        if item.type == DIR:
+            (root / item.name).mkdir(parents=True, exist_ok=True)
+        return jobs
+
+    async def _start_download(self, item: Item, version: Version, target: Path) -> Job:
+        owner = item.owner_idurl or None
+        suppliers = await self.peers.suppliers_of(owner) if owner else self.employer.idurls()
+        session = await self.peers.unwrap(item.key_id, _unb64(version.wrapped_key))
+        job = Job("download", item.remote_path, item.key_id, version.uid, version.size, str(target),
+                  version.block_size, version.suppliers)
+        self.transfers.downloads[item.remote_path] = job
+        offline = {p.idurl for p in self.employer.positions if p.state == OFFLINE}
+        window = int(self.option("services/backups/upload-window"))
+        job.task = self.spawn(self.transfers.download(job, version, session, suppliers, owner, target, window,
+                                                      offline))
+        job.task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        return job
+
+    def stop_download(self, remote_path: str) -> Job:
+        job = self.transfers.downloads.get(remote_path)
+        if job is None or job.done.is_set():
+            raise NotFoundError(f"no download of {remote_path} is running", reason="download_not_found")
+        if job.task is not None:
+            job.task.cancel()
+        return job
+
+    # ---- delete -----------------------------------------------------------------------------------
+
+    async def delete(self, remote_path: str) -> Item:
+        key_id, path = split_remote_path(remote_path)
+        item = self.catalog.require_item(key_id, path)
+        uids = self.catalog.delete_item(item)
+        if uids:
+            self.spawn(self._delete_remote(key_id, uids))
+        self.backup_later(key_id)
+        return item
+
+    # ---- rebuild ----------------------------------------------------------------------------------
+
+    async def _on_replaced(self, position: int, old: str, new: str) -> None:
+        self.spawn(self.rebuild(position))
+
+    async def rebuild(self, position: int) -> Job:
+        suppliers = self.employer.idurls()
+        versions = []
+        for version in self.catalog.all_versions(READY):
+            item = self.catalog.item_by_id(version.item_id)
+            if item is not None and not item.owner_idurl:
+                versions.append((item.key_id, version))
+        job = Job("rebuild", f"position {position}", "", "", sum(v.size for _, v in versions), suppliers[position],
+                  0, len(suppliers))
+        self.transfers.rebuilds[str(position)] = job
+        await self.emit("rebuild-started", {"position": position, "supplier": suppliers[position]})
+        sent = await self.transfers.rebuild_position(job, position, suppliers, versions)
+        for key_id in {k for k, _ in versions} | {f"master${(await self.peers.me() or {}).get('global_id')}"}:
+            self.backup_later(key_id)
+        await self.emit("rebuild-finished", {"position": position, "supplier": suppliers[position],
+                                             "fragments": sent, "state": job.state, "error": job.error})
+        return job
+
+    async def sync(self) -> dict[str, Any]:
+        """`files_sync`: ask every supplier what it holds; resend what is missing, delete what is unknown."""
+        suppliers = self.employer.idurls()
+        report: dict[str, Any] = {"suppliers": [], "missing": 0, "repaired": 0, "orphans_deleted": 0}
+        mine = [(self.catalog.item_by_id(v.item_id), v) for v in self.catalog.all_versions(READY)]
+        known = {(item.key_id, v.uid) for item, v in mine if item is not None and not item.owner_idurl}
+        for position, supplier in enumerate(suppliers):
+            if not supplier:
+                continue
+            try:
+                reply = await self.peers.request(supplier, "ListFiles", {}, 30)
+                files = {f["name"] for f in (reply.get("payload") or {}).get("files") or []}
+            except (NodeError, AttributeError, TypeError, KeyError):
+                report["suppliers"].append({"position": position, "idurl": supplier, "state": "unreachable"})
+                continue
+            missing = 0
+            for key_id, uid in known:
+                version = self.catalog.version(uid)
+                assert version is not None
+                if version.suppliers != len(suppliers):
+                    continue
+                for block in self.catalog.blocks(uid):
+                    name = self.transfers.fragment_name(key_id, uid, block.block_no, position)
+                    if name in files:
+                        continue
+                    missing += 1
+                    shares, _ = await self.mover.fetch_shares(key_id, version, block, suppliers, None,
+                                                              skip={position})
+                    if len(shares) >= blocks.data_shares(version.suppliers):
+                        report["repaired"] += await self.mover.repair(key_id, version, block, shares, [position],
+                                                                      suppliers)
+            prefixes = {f"{key_tag(k)}.{uid}." for k, uid in known}
+            tags = {key_tag(k) for k, _ in known} | {key_tag(item.key_id) for item in self.catalog.items()}
+            orphans = sorted({n.rsplit(".", 2)[0] + "." for n in files
+                              if not n.endswith(".index") and not any(n.startswith(p) for p in prefixes)
+                              and n.split(".", 1)[0] in tags})
+            for prefix in orphans:
+                try:
+                    await self.peers.request(supplier, "DeleteBackup", {"prefix": prefix}, 20)
+                    report["orphans_deleted"] += 1
+                except NodeError:
+                    pass
+            report["missing"] += missing
+            report["suppliers"].append({"position": position, "idurl": supplier, "state": "synced",
+                                        "missing": missing, "objects": len(files)})
+        return report
+
+    # ---- shares -----------------------------------------------------------------------------------
+
+    async def grant(self, key_id: str, grantee_idurl: str) -> int:
+        """Let `grantee_idurl` read the share's fragments on every supplier; suppliers that agreed."""
+        payload = {"service": "supplier_access", "grantee_idurl": grantee_idurl, "prefix": key_tag(key_id) + ".",
+                   "revoke": False}
+        granted = 0
+        for supplier in [s for s in self.employer.idurls() if s]:
+            try:
+                reply = await self.peers.request(supplier, "RequestService", payload, 20)
+                granted += reply.get("command") == "Ack"
+            except NodeError as err:
+                log.info("grant on %s failed: %s", supplier, err.reason)
+        await self.backup_index(key_id)
+        return granted
+
+    async def delete_key_data(self, key_id: str) -> int:
+        items = [i for i in self.catalog.items(key_id) if "/" not in i.path]
+        uids: list[str] = []
+        for item in items:
+            uids.extend(self.catalog.delete_item(item))
+        for supplier in [s for s in self.employer.idurls() if s]:
+            try:
+                await self.peers.request(supplier, "DeleteBackup", {"prefix": key_tag(key_id) + "."}, 20)
+            except NodeError:
+                pass
+        return len(uids)
+
+    # ---- views --------------------------------------------------------------------------------
+
+    async def suppliers_list(self) -> list[dict[str, Any]]:
+        states = await asyncio.gather(*(self.peers.contact_state(p.idurl) if p.idurl else _none()
+                                        for p in self.employer.positions))
+        items = []
+        for pos, contact in zip(self.employer.positions, states, strict=False):
+            items.append({"position": pos.index, "idurl": pos.idurl,
+                          "global_id": idurl_to_global_id(pos.idurl) if pos.idurl else "",
+                          "supplier_state": pos.state or None, "contact_state": contact or "OFFLINE",
+                          "connected": _date(pos.connected_at) if pos.connected_at else None})
+        return items
+
+    def space_consumed(self) -> dict[str, Any]:
+        totals = self.catalog.totals()
+        n = len(self.employer.positions)
+        needed = int(self.option("services/customer/needed-space"))
+        used = totals["stored"] * max(1, n) // max(1, blocks.data_shares(max(1, n)))
+        per = needed // max(1, n) if n else 0
+        return {"available": max(0, needed - used), "available_per_supplier": max(0, per - used // max(1, n)),
+                "my_backups_size": totals["stored"], "my_catalog_items": totals["files"] + totals["folders"],
+                "my_files": totals["files"], "my_files_size": totals["files_size"], "my_folders": totals["folders"],
+                "my_folders_size": 0, "my_keys": totals["keys"], "needed": needed, "needed_per_supplier": per,
+                "shared_backups_size": 0, "shared_catalog_items": 0, "shared_files": 0, "shared_files_size": 0,
+                "shared_folders": 0, "shared_folders_size": 0, "shared_keys": 0, "suppliers_num": n,
+                "used": used, "used_per_supplier": used // max(1, n),
+                "used_percent": f"{used * 100 / needed:.3f}%" if needed else "0%"}
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.employer.close()
+        self.catalog.close()
+
+
+def _walk(source: Path) -> list[tuple[Path, int]]:
+    if source.is_file():
+        return [(source, source.stat().st_size)]
+    found = []
+    for root, dirs, files in os.walk(source):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.is_file() and not path.is_symlink():
+                found.append((path, path.stat().st_size))
+    return found
+
+
+def crypto_session() -> bytes:
+    return crypto.new_session_key()
+
+
+async def _wrap(peers: Any, key_id: str, session: bytes) -> str:
+    return crypto.b64(crypto.wrap_key(await peers.public_key(key_id), session))
+
+
+def _unb64(text: str) -> bytes:
+    return crypto.unb64(text)
+
+
+async def _none() -> str:
+    return ""
+
+
+def _date(ts: float) -> str:
+    return time.strftime("%d-%m-%Y %H:%M:%S", time.localtime(ts))

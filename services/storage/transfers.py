@@ -1,0 +1,282 @@
+"""Uploads, downloads and rebuilds: the long-running jobs of the customer role.
+
+An upload streams a file block by block (read → seal → one fragment per supplier), keeping at
+most `window` blocks in memory, and is `ready` only when every block was acknowledged by at least
+k suppliers. A download fetches any k verified fragments per block, decrypts, writes the blocks
+in order to a temporary file beside the destination and renames it into place at the end, so a
+reader never sees half a file. A rebuild sends a new supplier the fragments of its position,
+recomputed from the others. Memory stays bounded by the window, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from common.errors import NodeError
+from services.storage import blocks
+from services.storage.catalog import FAILED, READY, Block, Catalog, Item, Version
+from services.storage.fragments import Mover, fragment_name
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Job:
+    """What `files_uploads`, `files_downloads` and `transfers_list` show of a running job."""
+
+    kind: str
+    remote_path: str
+    key_id: str
+    uid: str
+    total_size: int
+    path: str
+    block_size: int = 0
+    suppliers: int = 0
+    bytes_done: int = 0
+    blocks_done: int = 0
+    blocks_total: int = 0
+    state: str = "running"
+    error: str = ""
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def progress(self) -> str:
+        if self.total_size <= 0:
+            return "100%" if self.state == READY else "0%"
+        return f"{min(100, int(self.bytes_done * 100 / self.total_size))}%"
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": self.kind, "remote_path": self.remote_path, "key_id": self.key_id,
+                "version": f"{self.remote_path}/{self.uid}" if self.uid else "", "backup_id": self.uid,
+                "source_path" if self.kind == "upload" else "local_path": self.path,
+                "total_size": self.total_size, "bytes_processed": self.bytes_done, "progress": self.progress,
+                "block_number": self.blocks_done, "blocks_total": self.blocks_total, "block_size": self.block_size,
+                "eccmap": blocks.ecc_map_name(self.suppliers) if self.suppliers else None,
+                "state": self.state, "error": self.error, "started": self.started,
+                "aborting": self.state == "stopping", "done": self.done.is_set()}
+
+
+class TransferError(NodeError):
+    def __init__(self, message: str, reason: str, status: int = 503):
+        super().__init__(message, reason=reason, status=status)
+
+
+def _read_block(handle: Any, size: int) -> bytes:
+    return bytes(handle.read(size))
+
+
+def _write_all(handle: Any, data: bytes) -> None:
+    handle.write(data)
+
+
+def _finish_file(handle: Any, tmp: Path, final: Path) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+    os.replace(tmp, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class Transfers:
+    """Runs the jobs; the service passes in the catalog, the mover and how to reach suppliers."""
+
+    def __init__(self, catalog: Catalog, mover: Mover, progress: Progress,
+                 note: Callable[[str, bool, str], None]):
+        self.catalog = catalog
+        self.mover = mover
+        self.progress = progress
+        self.note = note
+        self.uploads: dict[str, Job] = {}
+        self.downloads: dict[str, Job] = {}
+        self.rebuilds: dict[str, Job] = {}
+        self.repairs_done = 0
+
+    # ---- upload ---------------------------------------------------------------------------------
+
+    async def upload(self, job: Job, item: Item, source: Path, session_key: bytes, suppliers: list[str],
+                     window: int, on_ready: Callable[[Item, Version], Awaitable[None]]) -> None:
+        """Store `source` as a new version of `item`; sets the version's final state."""
+        version = self.catalog.version(job.uid)
+        assert version is not None
+        n, k = len(suppliers), blocks.data_shares(len(suppliers))
+        gate = asyncio.Semaphore(window)
+        running: set[asyncio.Task[None]] = set()
+        failures: list[str] = []
+        block_no = 0
+
+        async def one_block(number: int, plain: bytes) -> None:
+            try:
+                sealed = await asyncio.to_thread(blocks.seal, session_key, job.uid, number, plain, n)
+                results = await self.mover.send_block(job.key_id, job.uid, number, sealed, suppliers)
+                acked = 0
+                for idurl, ok, reason in results:
+                    if idurl and reason != "vacant":
+                        self.note(idurl, ok, reason)
+                    acked += ok
+                if acked < k:
+                    reasons = sorted({r for _, ok, r in results if not ok})
+                    failures.append(f"block {number}: {acked} of {k} suppliers acknowledged ({', '.join(reasons)})")
+                    return
+                self.catalog.put_block(Block(job.uid, number, len(plain), sealed.cipher_size, sealed.hashes))
+                job.bytes_done += len(plain)
+                job.blocks_done += 1
+                await self.progress("upload-progress", job.info())
+            finally:
+                gate.release()
+
+        try:
+            handle = await asyncio.to_thread(open, source, "rb")
+            try:
+                while not failures and job.state == "running":
+                    await gate.acquire()
+                    plain = await asyncio.to_thread(_read_block, handle, job.block_size)
+                    if not plain and block_no > 0:
+                        gate.release()
+                        break
+                    task = asyncio.ensure_future(one_block(block_no, plain))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    block_no += 1
+                    if len(plain) < job.block_size:
+                        break
+                if running:
+                    await asyncio.gather(*list(running))
+            finally:
+                await asyncio.to_thread(handle.close)
+        except asyncio.CancelledError:
+            job.state = "stopping"
+            for task in list(running):
+                task.cancel()
+            failures.append("stopped")
+        except OSError as err:
+            failures.append(f"cannot read {source}: {err.strerror}")
+        job.blocks_total = block_no
+        if failures or job.state != "running":
+            error = failures[0] if failures else "stopped"
+            self.catalog.finish_version(job.uid, FAILED, job.bytes_done, block_no, error)
+            job.state, job.error = FAILED, error
+        else:
+            self.catalog.finish_version(job.uid, READY, job.bytes_done, block_no)
+            job.state = READY
+            final = self.catalog.version(job.uid)
+            assert final is not None
+            await on_ready(item, final)
+        job.finished = time.time()
+        job.done.set()
+        await self.progress("upload-finished" if job.state == READY else "upload-failed", job.info())
+
+    # ---- download -------------------------------------------------------------------------------
+
+    async def download(self, job: Job, version: Version, session_key: bytes, suppliers: list[str],
+                       customer_idurl: str | None, destination: Path, window: int,
+                       offline: set[str]) -> None:
+        """Rebuild `version` into `destination` (atomically); repairs fragments found bad."""
+        block_list = self.catalog.blocks(version.uid)
+        job.blocks_total = len(block_list)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        tmp = destination.parent / f".{destination.name}.part-{secrets.token_hex(4)}"
+        handle = await asyncio.to_thread(open, tmp, "wb")
+        pending: deque[asyncio.Task[bytes]] = deque()
+
+        async def write_next() -> None:
+            plain = await pending.popleft()
+            await asyncio.to_thread(_write_all, handle, plain)
+            job.bytes_done += len(plain)
+            job.blocks_done += 1
+            await self.progress("download-progress", job.info())
+
+        try:
+            for block in block_list:
+                pending.append(asyncio.ensure_future(
+                    self._fetch_block(job, version, block, session_key, suppliers, customer_idurl, offline)))
+                if len(pending) >= window:
+                    await write_next()
+            while pending:
+                await write_next()
+            if job.bytes_done != version.size:
+                raise TransferError(f"rebuilt {job.bytes_done} bytes of {version.size}", reason="size_mismatch")
+            await asyncio.to_thread(_finish_file, handle, tmp, destination)
+            job.state = READY
+        except BaseException as err:
+            for task in pending:
+                task.cancel()
+            await asyncio.to_thread(handle.close)
+            tmp.unlink(missing_ok=True)
+            job.state = FAILED
+            job.error = getattr(err, "message", None) or str(err) or type(err).__name__
+            raise
+        finally:
+            job.finished = time.time()
+            job.done.set()
+            await self.progress("download-finished" if job.state == READY else "download-failed", job.info())
+
+    async def _fetch_block(self, job: Job, version: Version, block: Block, session_key: bytes,
+                           suppliers: list[str], customer_idurl: str | None, offline: set[str]) -> bytes:
+        shares, failed = await self.mover.fetch_shares(job.key_id, version, block, suppliers, customer_idurl,
+                                                       offline=offline)
+        k = blocks.data_shares(version.suppliers)
+        if len(shares) < k:
+            detail = ", ".join(f"{p}:{r}" for p, r in sorted(failed.items()))
+            raise TransferError(f"block {block.block_no}: only {len(shares)} of {k} fragments available ({detail})",
+                                reason="fragments_unavailable")
+        cipher = await asyncio.to_thread(blocks.reassemble, shares, version.suppliers, block.cipher_size)
+        plain = await asyncio.to_thread(blocks.open_block, session_key, version.uid, block.block_no, cipher)
+        bad = [p for p, reason in failed.items() if reason in ("corrupt", "not_found")]
+        if bad and customer_idurl is None:
+            # Reported for repair: rebuilt from the good fragments and sent back in the background.
+            log.warning("block %d of %s: fragments %s bad (%s); repairing", block.block_no, version.uid, bad,
+                        [failed[p] for p in bad])
+            task = asyncio.ensure_future(self._repair(job.key_id, version, block, shares, bad, suppliers))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        return plain
+
+    async def _repair(self, key_id: str, version: Version, block: Block, shares: dict[int, bytes],
+                      positions: list[int], suppliers: list[str]) -> None:
+        stored = await self.mover.repair(key_id, version, block, shares, positions, suppliers)
+        self.repairs_done += stored
+        if stored:
+            await self.progress("fragment-repaired", {"backup_id": version.uid, "block": block.block_no,
+                                                      "positions": positions, "stored": stored})
+
+    # ---- rebuild --------------------------------------------------------------------------------
+
+    async def rebuild_position(self, job: Job, position: int, suppliers: list[str],
+                               versions: list[tuple[str, Version]]) -> int:
+        """Send the supplier now at `position` its fragment of every block of `versions`."""
+        job.blocks_total = sum(len(self.catalog.blocks(v.uid)) for _, v in versions)
+        sent = 0
+        for key_id, version in versions:
+            if version.suppliers != len(suppliers):
+                continue
+            for block in self.catalog.blocks(version.uid):
+                shares, _ = await self.mover.fetch_shares(key_id, version, block, suppliers, None, skip={position})
+                if len(shares) >= blocks.data_shares(version.suppliers):
+                    sent += await self.mover.repair(key_id, version, block, shares, [position], suppliers)
+                else:
+                    job.error = f"block {block.block_no} of {version.uid} could not be rebuilt"
+                job.blocks_done += 1
+                job.bytes_done += block.plain_size
+        job.state = READY if not job.error else FAILED
+        job.finished = time.time()
+        job.done.set()
+        return sent
+
+    def fragment_name(self, key_id: str, uid: str, block_no: int, position: int) -> str:
+        return fragment_name(key_id, uid, block_no, position)

@@ -1,0 +1,298 @@
+"""Storage end to end: a customer with 4 suppliers on the shared local network, through REST only.
+
+Node 1 is the customer (ecc/4x4, k=2). Files go up and come back byte-identical; suppliers are
+changed, corrupted, stopped and killed; a share is granted to another node; an identity is
+recovered on another node and its catalog and files come back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from deploy import node
+from tests.e2e.client import NodeClient
+from tests.helpers import wait_for
+
+MIB = 1024 * 1024
+SUPPLIERS = 4
+
+
+def _master(identities: dict[str, dict], name: str) -> str:
+    return f"master${identities[name]['global_id']}"
+
+
+def _sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(MIB), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _connected(client: NodeClient, count: int = SUPPLIERS) -> list[dict]:
+    items = client.ok("suppliers_list")
+    live = [i for i in items if i["supplier_state"] == "CONNECTED"]
+    return items if len(items) == count and len(live) == count else []
+
+
+def _by_idurl(net, idurl: str) -> NodeClient:
+    for client in net.nodes:
+        if client.ok("identity_get")["idurl"] == idurl:
+            return client
+    raise AssertionError(idurl)
+
+
+def _pid(client: NodeClient, program: str) -> int:
+    return next(p["pid"] for p in client.ok("process_info")["processes"] if p["name"] == program)
+
+
+def _restart_program(client: NodeClient, program: str) -> None:
+    node.supervisor(client.home).call_sync("supervisor.startProcess", program, True)
+
+
+def _stop_program(client: NodeClient, program: str) -> None:
+    node.supervisor(client.home).call_sync("supervisor.stopProcess", program, True)
+
+
+@pytest.fixture(scope="module")
+def customer(net, identities) -> NodeClient:
+    client = net.nodes[1]
+    client.ok("config_set", key="services/customer/suppliers-number", value=SUPPLIERS)
+    client.ok("config_set", key="services/employer/replace-offline-after", value=3600)
+    wait_for(lambda: _connected(client), timeout=90, interval=0.5, what="4 suppliers CONNECTED")
+    return client
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("storage-files")
+    made = {}
+    for name, size in (("empty", 0), ("one", 1), ("four_plus", 4 * MIB + 1)):
+        path = root / name
+        path.write_bytes(os.urandom(size))
+        made[name] = path
+    folder = root / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_bytes(b"alpha" * 1000)
+    (folder / "sub" / "b.bin").write_bytes(os.urandom(300_000))
+    made["folder"] = folder
+    return made
+
+
+def _upload(client: NodeClient, local: Path, remote: str) -> dict:
+    status, doc = client.call("file_upload_start", local_path=str(local), remote_path=remote, wait_result=True)
+    assert status == 200, doc
+    return doc["result"]
+
+
+def _download(client: NodeClient, remote: str, dest: Path) -> dict:
+    status, doc = client.call("file_download_start", remote_path=remote, destination_path=str(dest),
+                              wait_result=True)
+    assert status == 200, doc
+    return doc["result"]
+
+
+def test_hire_four_suppliers_and_publish_them(customer, identities):
+    items = customer.ok("suppliers_list")
+    assert [i["position"] for i in items] == [0, 1, 2, 3]
+    idurls = [i["idurl"] for i in items]
+    me = identities[customer.name]["idurl"]
+    assert me not in idurls and len(set(idurls)) == SUPPLIERS
+    assert all(i["contact_state"] == "CONNECTED" and i["global_id"] for i in items)
+
+    def published():
+        record = customer.ok("suppliers_list_dht")
+        return record if record["suppliers"] == idurls else None
+
+    record = wait_for(published, timeout=30, interval=0.5, what="suppliers record in the DHT")
+    assert record["ecc_map"] == "ecc/4x4"
+    supplier = _by_idurl_from(customer, idurls[0], identities)
+    assert supplier is not None
+
+
+def _by_idurl_from(customer: NodeClient, idurl: str, identities: dict[str, dict]) -> str | None:
+    return next((name for name, doc in identities.items() if doc["idurl"] == idurl), None)
+
+
+def test_upload_download_identical(customer, identities, files, tmp_path):
+    master = _master(identities, customer.name)
+    for name in ("empty", "one", "four_plus"):
+        result = _upload(customer, files[name], f"{master}:e2e/{name}")
+        assert result["state"] == "ready" and result["version"]
+        info = customer.ok("file_info", remote_path=f"{master}:e2e/{name}")
+        assert info["size"] == files[name].stat().st_size
+        assert info["versions"][0]["state"] == "ready"
+        got = _download(customer, f"{master}:e2e/{name}", tmp_path)
+        assert got["downloaded"] is True
+        assert _sha(Path(got["local_path"])) == _sha(files[name]), name
+    assert customer.ok("file_exists", remote_path=f"{master}:e2e/one")["exist"] is True
+    assert customer.ok("file_exists", remote_path=f"{master}:e2e/nope")["exist"] is False
+    listed = {i["path"] for i in customer.ok("files_list", remote_path=f"{master}:e2e")}
+    assert {"e2e/empty", "e2e/one", "e2e/four_plus"} <= listed
+
+
+def test_folder_upload_download(customer, identities, files, tmp_path):
+    master = _master(identities, customer.name)
+    _upload(customer, files["folder"], f"{master}:tree")
+    got = _download(customer, f"{master}:tree", tmp_path)
+    assert got["downloaded"] is True
+    assert (tmp_path / "tree" / "a.txt").read_bytes() == (files["folder"] / "a.txt").read_bytes()
+    assert _sha(tmp_path / "tree" / "sub" / "b.bin") == _sha(files["folder"] / "sub" / "b.bin")
+
+
+def test_big_file(customer, identities, tmp_path):
+    master = _master(identities, customer.name)
+    big = tmp_path / "big"
+    with open(big, "wb") as handle:
+        for _ in range(100):
+            handle.write(os.urandom(MIB))
+    _upload(customer, big, f"{master}:e2e/big")
+    out = tmp_path / "out"
+    got = _download(customer, f"{master}:e2e/big", out)
+    assert _sha(Path(got["local_path"])) == _sha(big)
+
+
+def test_bad_inputs(customer, identities, tmp_path):
+    master = _master(identities, customer.name)
+    status, doc = customer.call("file_upload_start", local_path=str(tmp_path / "missing"),
+                                remote_path=f"{master}:x")
+    assert status == 404, doc
+    (tmp_path / "f").write_bytes(b"x")
+    status, doc = customer.call("file_upload_start", local_path=str(tmp_path / "f"), remote_path="no-key-id")
+    assert status == 400 and doc["reason"] == "invalid_remote_path", doc
+    status, doc = customer.call("file_download_start", remote_path=f"{master}:does/not/exist",
+                                destination_path=str(tmp_path))
+    assert status == 404, doc
+    status, doc = customer.call("file_info", remote_path=f"{master}:does/not/exist")
+    assert status == 404, doc
+    status, doc = customer.call("file_upload_start", local_path=str(tmp_path / "f"),
+                                remote_path="share_nope$nobody@127.0.0.1_1:x")
+    assert status == 404, doc
+    status, doc = customer.call("file_upload_start", local_path=str(tmp_path / "f"), remote_path=f"{master}:../x")
+    assert status == 400, doc
+
+
+def test_corrupt_fragment_is_detected_and_repaired(net, customer, identities, files, tmp_path):
+    master = _master(identities, customer.name)
+    items = customer.ok("suppliers_list")
+    supplier = _by_idurl(net, items[0]["idurl"])
+    fragments = sorted((supplier.home.root / "state" / "storage" / "supplier" / "fragments").rglob("*.0.0"))
+    assert fragments
+    # Corrupt every block-0 fragment of position 0 (one of the two primaries a reader prefers).
+    originals = {path: path.read_bytes() for path in fragments}
+    for path in fragments:
+        data = bytearray(originals[path])
+        if data:
+            data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data) or b"junk")
+    got = _download(customer, f"{master}:e2e/four_plus", tmp_path)
+    assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
+    wait_for(lambda: any(p.exists() and p.read_bytes() == originals[p] for p in fragments), timeout=30,
+             interval=0.2, what="a corrupt fragment repaired")
+
+
+def test_two_of_four_suppliers_stopped(net, customer, identities, files, tmp_path):
+    master = _master(identities, customer.name)
+    items = customer.ok("suppliers_list")
+    stopped = [_by_idurl(net, items[i]["idurl"]) for i in (1, 2)]
+    for client in stopped:
+        _stop_program(client, "storage")
+    try:
+        for name in ("one", "four_plus"):
+            got = _download(customer, f"{master}:e2e/{name}", tmp_path / name)
+            assert _sha(Path(got["local_path"])) == _sha(files[name])
+    finally:
+        for client in stopped:
+            _restart_program(client, "storage")
+        net.wait_healthy()
+
+
+def test_supplier_change_rebuilds(net, customer, identities, files, tmp_path):
+    master = _master(identities, customer.name)
+    before = customer.ok("suppliers_list")
+    result = customer.ok("supplier_change", position=0)
+    assert result["idurl"] != before[0]["idurl"]
+    wait_for(lambda: _connected(customer), timeout=60, interval=0.5, what="new supplier CONNECTED")
+    new = _by_idurl(net, result["idurl"])
+
+    def rebuilt():
+        space = new.ok("space_donated")
+        me = identities[customer.name]["idurl"]
+        return any(c["idurl"] == me and c["used"] > 4 * MIB for c in space["customers"])
+
+    wait_for(rebuilt, timeout=120, interval=0.5, what="fragments rebuilt on the new supplier")
+    # With the suppliers at positions 1 and 2 stopped, block fragments must come from 0 (rebuilt) and 3.
+    stopped = [_by_idurl(net, before[i]["idurl"]) for i in (1, 2)]
+    for client in stopped:
+        _stop_program(client, "storage")
+    try:
+        got = _download(customer, f"{master}:e2e/four_plus", tmp_path)
+        assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
+    finally:
+        for client in stopped:
+            _restart_program(client, "storage")
+        net.wait_healthy()
+
+
+def test_kill_customer_storage_mid_upload(net, customer, identities, files, tmp_path):
+    master = _master(identities, customer.name)
+    big = tmp_path / "killed"
+    with open(big, "wb") as handle:
+        for _ in range(64):
+            handle.write(os.urandom(MIB))
+    pid = _pid(customer, "storage")
+    status, doc = customer.call("file_upload_start", local_path=str(big), remote_path=f"{master}:e2e/killed")
+    assert status == 200, doc
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: node.healthy(customer.home) and _pid(customer, "storage") != pid, timeout=60, interval=0.2,
+             what="storage restarted")
+    wait_for(lambda: _connected(customer), timeout=60, interval=0.5, what="suppliers back")
+    info = customer.ok("file_info", remote_path=f"{master}:e2e/killed")
+    assert all(v["state"] != "ready" or v["size"] == big.stat().st_size for v in info["versions"])
+    assert all(v["state"] != "uploading" for v in info["versions"])
+    got = _download(customer, f"{master}:e2e/four_plus", tmp_path / "after")
+    assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
+
+
+def test_kill_supplier_storage_mid_upload(net, customer, identities, tmp_path):
+    master = _master(identities, customer.name)
+    big = tmp_path / "during"
+    with open(big, "wb") as handle:
+        for _ in range(32):
+            handle.write(os.urandom(MIB))
+    supplier = _by_idurl(net, customer.ok("suppliers_list")[3]["idurl"])
+    pid = _pid(supplier, "storage")
+    status, doc = customer.call("file_upload_start", local_path=str(big), remote_path=f"{master}:e2e/during")
+    assert status == 200, doc
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: node.healthy(supplier.home), timeout=60, interval=0.2, what="supplier storage restarted")
+
+    def finished():
+        info = customer.ok("file_info", remote_path=f"{master}:e2e/during")
+        return info if info["versions"] and info["versions"][0]["state"] in ("ready", "failed") else None
+
+    info = wait_for(finished, timeout=120, interval=0.5, what="upload finished")
+    if info["versions"][0]["state"] == "ready":
+        got = _download(customer, f"{master}:e2e/during", tmp_path / "out")
+        assert _sha(Path(got["local_path"])) == _sha(big)
+
+
+def test_share_granted_downloads_elsewhere(net, customer, identities, tmp_path):
+    friend = net.nodes[5]
+    share = customer.ok("share_create", label="e2e share")
+    key_id = share["key_id"]
+    assert key_id.startswith("share_") and key_id.endswith("$" + identities[customer.name]["global_id"])
+    payload = tmp_path / "shared.bin"
+    payload.write_bytes(os.urandom(300_000))
+    _upload(customer, payload, f"{key_id}:docs/shared.bin")
+    granted = customer.ok("share_grant", key_id=key_id, trusted_user_id=identities[friend.name]["global_id"])
+    assert granted["suppliers_granted"] >= 2
+    assert any(s["key_id"] == key_id for s in friend.ok("shares_list"))
+    friend.ok("share_open", key_id=key_id)
+    got = _download(friend, f"{key_id}:docs/shared.bin", tmp_path / "friend")
+    assert _sha(Path(got["local_path"])) == _sha(payload)
