@@ -15,7 +15,7 @@ import pytest
 from deploy import localnet, node
 from tests.e2e.client import NodeClient
 
-NODES = int(os.environ.get("BITDUST_TEST_NODES", "6"))
+NODES = int(os.environ.get("BITDUST_TEST_NODES", "7"))
 PORT_OFFSET = int(os.environ.get("BITDUST_TEST_PORT_OFFSET", "20000"))
 
 

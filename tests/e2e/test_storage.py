@@ -52,16 +52,16 @@ def _pid(client: NodeClient, program: str) -> int:
 
 
 def _restart_program(client: NodeClient, program: str) -> None:
-    node.supervisor(client.home).call_sync("supervisor.startProcess", program, True)
+    node.supervisor(client.home).call_sync("startProcess", program, True)
 
 
 def _stop_program(client: NodeClient, program: str) -> None:
-    node.supervisor(client.home).call_sync("supervisor.stopProcess", program, True)
+    node.supervisor(client.home).call_sync("stopProcess", program, True)
 
 
 @pytest.fixture(scope="module")
-def customer(net, identities) -> NodeClient:
-    client = net.nodes[1]
+def customer(localnet_nodes, identities) -> NodeClient:
+    client = localnet_nodes.nodes[1]
     client.ok("config_set", key="services/customer/suppliers-number", value=SUPPLIERS)
     client.ok("config_set", key="services/employer/replace-offline-after", value=3600)
     wait_for(lambda: _connected(client), timeout=90, interval=0.5, what="4 suppliers CONNECTED")
@@ -181,9 +181,10 @@ def test_corrupt_fragment_is_detected_and_repaired(net, customer, identities, fi
     master = _master(identities, customer.name)
     items = customer.ok("suppliers_list")
     supplier = _by_idurl(net, items[0]["idurl"])
-    fragments = sorted((supplier.home.root / "state" / "storage" / "supplier" / "fragments").rglob("*.0.0"))
-    assert fragments
-    # Corrupt every block-0 fragment of position 0 (one of the two primaries a reader prefers).
+    uid = customer.ok("file_info", remote_path=f"{master}:e2e/four_plus")["versions"][0]["version"]
+    fragments = sorted((supplier.home.root / "state" / "storage" / "supplier" / "fragments").rglob(f"*.{uid}.0.0"))
+    assert len(fragments) == 1
+    # Corrupt block 0's fragment at position 0 (one of the two primaries a reader prefers).
     originals = {path: path.read_bytes() for path in fragments}
     for path in fragments:
         data = bytearray(originals[path])
