@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     net_up.add_argument("--dir", required=True, type=Path)
     net_up.add_argument("--port-offset", type=int, default=0, help="shift every port by this much")
     net_up.add_argument("--identities", action="store_true", help="create an identity node-i on every node")
+    net_demo = net_sub.add_parser("demo", help="node-0 stores a sample file with its suppliers and gets it back")
+    net_demo.add_argument("--dir", required=True, type=Path)
     net_down = net_sub.add_parser("down", help="stop every node of a local network")
     net_down.add_argument("--dir", required=True, type=Path)
     args = parser.parse_args(argv)
@@ -116,6 +118,15 @@ def main(argv: list[str] | None = None) -> int:
             for item in doc["nodes"]:
                 print(f"  {item['name']}: curl -H 'api_secret: {item['api_secret']}' "
                       f"http://127.0.0.1:{item['api_port']}/process/info/v1")
+        elif args.action == "demo":
+            try:
+                found = localnet.storage_demo(args.dir)
+            except (RuntimeError, OSError, ValueError) as exc:
+                print(f"storage demo failed: {exc}", file=sys.stderr)
+                return 1
+            print(f"stored {found['size']} bytes as {found['remote_path']} with suppliers "
+                  f"{', '.join(found['suppliers'])} in {found['upload_seconds']}s, got them back byte-identical "
+                  f"in {found['download_seconds']}s: {found['local_path']}")
         else:
             stopped = localnet.down(args.dir)
             print(f"stopped {len(stopped)} nodes")

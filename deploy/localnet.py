@@ -8,6 +8,7 @@ gets a network configuration `localnet` that points at them.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import socket
 import time
 from pathlib import Path
@@ -130,3 +131,51 @@ def down(root: Path) -> list[str]:
             if was_running:
                 stopped.append(home.name)
     return stopped
+
+
+def storage_demo(root: Path, timeout: float = 120) -> dict[str, Any]:
+    """Store a sample file from node 0 with its suppliers, get it back, and compare.
+
+    Node 0 hires `services/customer/suppliers-number` suppliers among the other nodes (2 by
+    default, so a 3-node network is enough), uploads a 5 MiB sample under its master key, downloads
+    it into `DIR/demo/` and checks that the bytes are the same. Raises `RuntimeError` on failure.
+    """
+    root = root.resolve()
+    listing = codec.loads((root / "localnet.json").read_bytes())
+    home = NodeHome(Path(listing["nodes"][0]["home"]))
+    deadline = time.monotonic() + timeout
+    suppliers: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        status, reply = node.call_api(home, "GET", "/supplier/list/v1")
+        suppliers = reply.get("result") or [] if status == 200 else []
+        if suppliers and all(s.get("supplier_state") == "CONNECTED" for s in suppliers):
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError(f"node-0 did not hire its suppliers in {timeout:.0f}s: {suppliers}")
+    status, me = node.call_api(home, "GET", "/identity/get/v1")
+    if status != 200:
+        raise RuntimeError(f"node-0 has no identity: {me}")
+    demo = root / "demo"
+    demo.mkdir(exist_ok=True)
+    sample = demo / "sample.bin"
+    sample.write_bytes(os.urandom(5 * 1024 * 1024 + 123))
+    remote = f"master${me['result']['global_id']}:demo/sample.bin"
+    began = time.monotonic()
+    status, up_reply = node.call_api(home, "POST", "/file/upload/start/v1",
+                                     {"local_path": str(sample), "remote_path": remote, "wait_result": True},
+                                     timeout=timeout)
+    if status != 200:
+        raise RuntimeError(f"upload failed: {up_reply}")
+    uploaded = time.monotonic() - began
+    status, down_reply = node.call_api(home, "POST", "/file/download/start/v1",
+                                       {"remote_path": remote, "destination_path": str(demo / "restored"),
+                                        "wait_result": True}, timeout=timeout)
+    if status != 200:
+        raise RuntimeError(f"download failed: {down_reply}")
+    restored = Path(down_reply["result"]["local_path"])
+    if restored.read_bytes() != sample.read_bytes():
+        raise RuntimeError(f"{restored} differs from {sample}")
+    return {"remote_path": remote, "suppliers": [s["global_id"] for s in suppliers], "size": sample.stat().st_size,
+            "local_path": str(restored), "upload_seconds": round(uploaded, 3),
+            "download_seconds": round(time.monotonic() - began - uploaded, 3)}
