@@ -307,8 +307,8 @@ class Employer:
             log.info("CancelService to %s failed: %s", idurl, err.reason)
 
     async def _publish(self, me: str) -> None:
-        if self.published_revision == self.revision:
-            return
+        if self.published_revision == self.revision or not all(self.idurls()):
+            return  # published once every position has a supplier, as readers expect
         record = {"customer_idurl": me, "publisher_idurl": me, "ecc_map": self.ecc_map,
                   "suppliers": self.idurls(), "revision": self.revision}
         try:

@@ -1,0 +1,386 @@
+"""Storage throughput across a real local network: upload and download through node 1's REST API.
+
+Starts N nodes with identities (`deploy.localnet.up`); node 1 is the customer with 4 suppliers
+(2-of-4, `ecc/4x4`). For each size in `--sizes` a random file is written (4 MiB chunks, each one
+distinct), then measured:
+- upload: `file_upload_start(wait_result=true)` -> MiB/s;
+- download: `file_download_start(wait_result=true)` into a fresh folder -> MiB/s, sha256 checked;
+- peak RSS of the customer's storage process while the upload runs (sampled every 0.1 s);
+- CPU ms per MiB (utime + stime from /proc) of every process of every node (the nats-server `bus`
+  included), and of the customer's storage process alone.
+Baselines in the same run, on a 4 MiB block of the same data, in this process: AES-256-GCM
+encrypt, zfec encode 2-of-4, `blocks.seal` (AES + zfec + sha256), zfec decode from the two
+secondary shares, sha256; and a plain copy of each test file on the same disk (fsync at the end).
+Upload and copy both read the test file from the page cache (it was just written).
+
+Run: .venv/bin/python bench/storage.py [--sizes 100M,1G] [--nodes 6] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import zfec  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+
+from deploy import localnet  # noqa: E402
+from services.storage import blocks  # noqa: E402
+from tests.e2e.client import NodeClient  # noqa: E402
+
+OFFSET = 24000  # every port stays below the ephemeral range (32768+), where a dial can self-connect
+MIB = 1024 * 1024
+CHUNK = 4 * MIB
+PAGE = 4096
+SUPPLIERS = 4
+CUSTOMER = 1
+LONG = 1200.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+AIMS = "aims: upload >= 160 MiB/s, download >= 240 MiB/s, customer storage RSS < 150 MB " \
+       "(Tahoe-LAFS 1.20 2-of-4 here: 54 / 80 MiB/s)"
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    units = {"K": 1024, "M": MIB, "G": 1024 * MIB}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def label_of(size: int) -> str:
+    if size % (1024 * MIB) == 0:
+        return f"{size // (1024 * MIB)}G"
+    if size % MIB == 0:
+        return f"{size // MIB}M"
+    return str(size)
+
+
+def make_file(path: Path, size: int) -> tuple[str, bytes]:
+    """Write `size` random bytes in 4 MiB chunks; return (sha256, the first chunk).
+
+    One random buffer is reused, with a fresh 16-byte stamp at the start of every 4 KiB page of
+    every chunk, so no page (let alone a chunk) repeats anywhere in the file."""
+    buf = bytearray(os.urandom(CHUNK))
+    digest = hashlib.sha256()
+    first = b""
+    written = 0
+    with open(path, "wb") as handle:
+        index = 0
+        while written < size:
+            stamps = os.urandom(16 * (CHUNK // PAGE))
+            for page in range(CHUNK // PAGE):
+                buf[page * PAGE:page * PAGE + 16] = stamps[page * 16:page * 16 + 16]
+            part = memoryview(buf)[:min(CHUNK, size - written)]
+            if index == 0:
+                first = bytes(part)
+            handle.write(part)
+            digest.update(part)
+            written += len(part)
+            index += 1
+    return digest.hexdigest(), first
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def plain_copy(src: Path, dst: Path) -> float:
+    """MiB/s of shutil.copyfile + fsync."""
+    began = time.perf_counter()
+    shutil.copyfile(src, dst)
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    took = time.perf_counter() - began
+    size = src.stat().st_size
+    dst.unlink()
+    return size / MIB / took
+
+
+def rate(fn: Callable[[], Any], nbytes: int, min_time: float = 0.5) -> float:
+    """MiB/s of `fn` over `nbytes`, repeated for at least `min_time` seconds (after one warm-up)."""
+    fn()
+    runs, began = 0, time.perf_counter()
+    while True:
+        fn()
+        runs += 1
+        took = time.perf_counter() - began
+        if took >= min_time and runs >= 3:
+            return runs * nbytes / MIB / took
+
+
+def baselines(block: bytes) -> dict[str, float]:
+    key = AESGCM.generate_key(bit_length=256)
+    aes = AESGCM(key)
+    nonce = bytes(12)
+    cipher = aes.encrypt(nonce, block, b"aad")
+    half = (len(cipher) + 1) // 2
+    padded = cipher + bytes(2 * half - len(cipher))
+    primary = [padded[:half], padded[half:]]
+    encoder, decoder = zfec.Encoder(2, SUPPLIERS), zfec.Decoder(2, SUPPLIERS)
+    secondary = [bytes(s) for s in encoder.encode(primary, [2, 3])]
+    assert b"".join(bytes(p) for p in decoder.decode(secondary, [2, 3])) == padded
+    n = len(block)
+    return {
+        "AES-256-GCM encrypt": rate(lambda: aes.encrypt(nonce, block, b"aad"), n),
+        "zfec encode 2-of-4": rate(lambda: encoder.encode(primary, [2, 3]), n),
+        "blocks.seal (AES+zfec+sha256)": rate(lambda: blocks.seal(key, "bench", 0, block, SUPPLIERS), n),
+        "zfec decode from 2 secondaries": rate(lambda: decoder.decode(secondary, [2, 3]), n),
+        "sha256": rate(lambda: hashlib.sha256(block).digest(), n),
+    }
+
+
+# ---- processes ------------------------------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pids(nodes: list[NodeClient]) -> dict[tuple[str, str], int]:
+    """(node name, program) -> pid for every running program of every node (the `bus` included)."""
+    found = {}
+    for client in nodes:
+        for proc in client.ok("process_info")["processes"]:
+            if proc.get("pid"):
+                found[(client.name, proc["name"])] = int(proc["pid"])
+    return found
+
+
+class CpuMeter:
+    """utime + stime of a fixed set of processes between `start` and `stop`, in ms."""
+
+    def __init__(self, nodes: list[NodeClient]):
+        self.procs = pids(nodes)
+        self.before: dict[tuple[str, str], int] = {}
+        self.used: dict[tuple[str, str], float] = {}
+
+    def start(self) -> None:
+        self.before = {key: t for key, pid in self.procs.items() if (t := cpu_ticks(pid)) is not None}
+
+    def stop(self) -> dict[tuple[str, str], float]:
+        for key, pid in self.procs.items():
+            after = cpu_ticks(pid)
+            if after is not None and key in self.before:
+                self.used[key] = (after - self.before[key]) * 1000 / CLK_TCK
+        return self.used
+
+
+class RssSampler(threading.Thread):
+    """Peak VmRSS of one pid, sampled every `interval` seconds until `stop`."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_kib = rss_kib(pid)
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+            self.halt.wait(self.interval)
+
+    def stop(self) -> float:
+        self.halt.set()
+        self.join()
+        self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+        return self.peak_kib / 1024
+
+
+# ---- the network ----------------------------------------------------------------------------------
+
+
+def connected(client: NodeClient) -> bool:
+    items = client.ok("suppliers_list")
+    return len(items) == SUPPLIERS and all(i["supplier_state"] == "CONNECTED" for i in items)
+
+
+def hire(customer: NodeClient, total: int, timeout: float = 120) -> list[str]:
+    """Give the customer room for `total` bytes of files and 4 CONNECTED suppliers; their idurls."""
+    needed = max(1024 * MIB, 4 * total + 1024 * MIB)  # 2-of-4 stores 2x; keep room for old versions
+    customer.ok("config_set", key="services/customer/needed-space", value=needed)
+    customer.ok("config_set", key="services/employer/replace-offline-after", value=3600)
+    customer.ok("config_set", key="services/customer/suppliers-number", value=SUPPLIERS)
+    deadline = time.monotonic() + timeout
+    while not connected(customer):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"4 suppliers not CONNECTED in {timeout:g}s: {customer.ok('suppliers_list')}")
+        time.sleep(0.5)
+    return [i["idurl"] for i in customer.ok("suppliers_list")]
+
+
+def timed_call(customer: NodeClient, route: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    began = time.perf_counter()
+    status, doc = customer.request("POST", route, body=body, timeout=LONG)
+    took = time.perf_counter() - began
+    if status != 200 or doc.get("status") != "OK":
+        raise RuntimeError(f"{route} failed: HTTP {status} {doc}")
+    return took, doc["result"]
+
+
+def measure(nodes: list[NodeClient], customer: NodeClient, master: str, path: Path, size: int, sha: str,
+            work: Path) -> dict[str, Any]:
+    label = label_of(size)
+    remote = f"{master}:bench/{label}.bin"
+    mib = size / MIB
+    out: dict[str, Any] = {"label": label, "mib": mib}
+
+    meter = CpuMeter(nodes)
+    storage_pid = meter.procs[(customer.name, "storage")]
+    sampler = RssSampler(storage_pid)
+    sampler.start()
+    meter.start()
+    try:
+        took, result = timed_call(customer, "/file/upload/start/v1",
+                                  {"local_path": str(path), "remote_path": remote, "wait_result": True})
+    finally:
+        cpu = meter.stop()
+        out["rss_mb"] = sampler.stop()
+    if result.get("state") != "ready":
+        raise RuntimeError(f"upload of {remote} is not ready: {result}")
+    out["up"], out["up_cpu"] = mib / took, cpu
+    out["up_cpu_storage"] = cpu.get((customer.name, "storage"), 0.0)
+
+    dest = work / f"down-{label}"
+    dest.mkdir()
+    meter = CpuMeter(nodes)
+    meter.start()
+    took, result = timed_call(customer, "/file/download/start/v1",
+                              {"remote_path": remote, "destination_path": str(dest), "wait_result": True})
+    cpu = meter.stop()
+    got = Path(result["local_path"])
+    got_sha = sha256_file(got)
+    if got_sha != sha:
+        raise SystemExit(f"DOWNLOAD CORRUPT: {remote} came back as {got} with sha256 {got_sha}, expected {sha}")
+    shutil.rmtree(dest)
+    out["down"], out["down_cpu"] = mib / took, cpu
+    out["down_cpu_storage"] = cpu.get((customer.name, "storage"), 0.0)
+    out["copy"] = plain_copy(path, work / f"copy-{label}.bin")
+    return out
+
+
+def role_of(name: str, customer: str, suppliers: set[str]) -> str:
+    return "customer" if name == customer else "supplier" if name in suppliers else "other"
+
+
+def breakdown(cpu: dict[tuple[str, str], float], mib: float, customer: str, suppliers: set[str]
+              ) -> list[tuple[str, float]]:
+    """CPU ms/MiB by role (customer / supplier (summed over the 4) / other) and program, largest first."""
+    grouped: dict[str, float] = {}
+    for (name, program), ms in cpu.items():
+        key = f"{role_of(name, customer, suppliers)}:{program}"
+        grouped[key] = grouped.get(key, 0.0) + ms / mib
+    return sorted(grouped.items(), key=lambda kv: -kv[1])
+
+
+def report(rows: list[dict[str, Any]], base: dict[str, float], customer: str, suppliers: set[str],
+           nodes: int) -> None:
+    print(f"{nodes} nodes, customer {customer} with {SUPPLIERS} suppliers (2-of-4), block 4 MiB, "
+          f"{os.cpu_count()} CPUs")
+    head = (f"{'size':>5} {'upload':>8} {'/copy':>6} {'download':>9} {'/copy':>6} {'copy':>7} "
+            f"{'RSS MB':>7} {'up CPU ms/MiB':>16} {'down CPU ms/MiB':>16} {'cores up/down':>14}")
+    print(head)
+    print(f"{'':>5} {'MiB/s':>8} {'':>6} {'MiB/s':>9} {'':>6} {'MiB/s':>7} {'peak':>7} "
+          f"{'all / cust.stor':>16} {'all / cust.stor':>16} {'':>14}")
+    for r in rows:
+        up_all = sum(r["up_cpu"].values()) / r["mib"]
+        down_all = sum(r["down_cpu"].values()) / r["mib"]
+        print(f"{r['label']:>5} {r['up']:>8.1f} {r['up'] / r['copy']:>6.2f} {r['down']:>9.1f} "
+              f"{r['down'] / r['copy']:>6.2f} {r['copy']:>7.0f} {r['rss_mb']:>7.0f} "
+              f"{up_all:>7.1f} / {r['up_cpu_storage'] / r['mib']:>6.1f} "
+              f"{down_all:>7.1f} / {r['down_cpu_storage'] / r['mib']:>6.1f} "
+              f"{up_all * r['up'] / 1000:>6.2f} /{down_all * r['down'] / 1000:>5.2f}")
+    print("baselines (in this process, 4 MiB block of the same data):")
+    for name, value in base.items():
+        print(f"  {name:<32} {value:>8.0f} MiB/s")
+    print(AIMS)
+    big = rows[-1]
+    for kind in ("up", "down"):
+        parts = breakdown(big[f"{kind}_cpu"], big["mib"], customer, suppliers)
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in parts if v >= 0.5)
+        print(f"CPU ms/MiB by process, {big['label']} {kind}load: {shown}")
+
+
+def work_root() -> Path:
+    """A fresh temporary folder on the same disk as the project."""
+    project = Path(__file__).resolve().parent.parent
+    root = Path(tempfile.mkdtemp(prefix="bench-storage-"))
+    if root.stat().st_dev != project.stat().st_dev:
+        root.rmdir()
+        root = Path(tempfile.mkdtemp(prefix="bench-storage-", dir=project.parent))
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100M,1G", help="file sizes, comma separated, M/G suffixes")
+    parser.add_argument("--nodes", type=int, default=6)
+    parser.add_argument("--keep", action="store_true", help="leave the network running (and its folder)")
+    args = parser.parse_args()
+    sizes = sorted(parse_size(s) for s in args.sizes.split(",") if s.strip())
+    if args.nodes < SUPPLIERS + 2:
+        parser.error(f"--nodes must be at least {SUPPLIERS + 2} (node 0 runs the id server, node 1 is the customer)")
+    root = work_root()
+    files = root / "files"
+    files.mkdir()
+    rows: list[dict[str, Any]] = []
+    try:
+        doc = localnet.up(root / "net", args.nodes, OFFSET, identities=True)
+        nodes = [NodeClient.from_listing(item) for item in doc["nodes"]]
+        customer = nodes[CUSTOMER]
+        suppliers = hire(customer, sum(sizes))
+        by_idurl = {n.ok("identity_get")["idurl"]: n.name for n in nodes}
+        supplier_names = {by_idurl[i] for i in suppliers}
+        master = f"master${customer.ok('identity_get')['global_id']}"
+        first = b""
+        for size in sizes:
+            path = files / f"{label_of(size)}.bin"
+            sha, block = make_file(path, size)
+            first = first or block
+            rows.append(measure(nodes, customer, master, path, size, sha, files))
+            path.unlink()
+        base = baselines(first if len(first) == CHUNK else first + os.urandom(CHUNK - len(first)))
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
+        if not args.keep:
+            localnet.down(root / "net")
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"network left running under {root / 'net'} (stop: bitdust localnet down --dir {root / 'net'})")
+    report(rows, base, customer.name, supplier_names, args.nodes)
+
+
+if __name__ == "__main__":
+    main()
