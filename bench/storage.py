@@ -260,6 +260,7 @@ def measure(nodes: list[NodeClient], customer: NodeClient, master: str, path: Pa
     meter = CpuMeter(nodes)
     storage_pid = meter.procs[(customer.name, "storage")]
     sampler = RssSampler(storage_pid)
+    out["rss0_mb"] = sampler.peak_kib / 1024
     sampler.start()
     meter.start()
     try:
@@ -306,19 +307,19 @@ def breakdown(cpu: dict[tuple[str, str], float], mib: float, customer: str, supp
 
 
 def report(rows: list[dict[str, Any]], base: dict[str, float], customer: str, suppliers: set[str],
-           nodes: int) -> None:
+           nodes: int, load: str) -> None:
     print(f"{nodes} nodes, customer {customer} with {SUPPLIERS} suppliers (2-of-4), block 4 MiB, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, 1-min load average before start {load} (other work on the host skews MiB/s)")
     head = (f"{'size':>5} {'upload':>8} {'/copy':>6} {'download':>9} {'/copy':>6} {'copy':>7} "
-            f"{'RSS MB':>7} {'up CPU ms/MiB':>16} {'down CPU ms/MiB':>16} {'cores up/down':>14}")
+            f"{'RSS MB':>11} {'up CPU ms/MiB':>16} {'down CPU ms/MiB':>16} {'cores up/down':>14}")
     print(head)
-    print(f"{'':>5} {'MiB/s':>8} {'':>6} {'MiB/s':>9} {'':>6} {'MiB/s':>7} {'peak':>7} "
+    print(f"{'':>5} {'MiB/s':>8} {'':>6} {'MiB/s':>9} {'':>6} {'MiB/s':>7} {'idle/peak':>11} "
           f"{'all / cust.stor':>16} {'all / cust.stor':>16} {'':>14}")
     for r in rows:
         up_all = sum(r["up_cpu"].values()) / r["mib"]
         down_all = sum(r["down_cpu"].values()) / r["mib"]
         print(f"{r['label']:>5} {r['up']:>8.1f} {r['up'] / r['copy']:>6.2f} {r['down']:>9.1f} "
-              f"{r['down'] / r['copy']:>6.2f} {r['copy']:>7.0f} {r['rss_mb']:>7.0f} "
+              f"{r['down'] / r['copy']:>6.2f} {r['copy']:>7.0f} {r['rss0_mb']:>5.0f} /{r['rss_mb']:>4.0f} "
               f"{up_all:>7.1f} / {r['up_cpu_storage'] / r['mib']:>6.1f} "
               f"{down_all:>7.1f} / {r['down_cpu_storage'] / r['mib']:>6.1f} "
               f"{up_all * r['up'] / 1000:>6.2f} /{down_all * r['down'] / 1000:>5.2f}")
@@ -352,6 +353,7 @@ def main() -> None:
     sizes = sorted(parse_size(s) for s in args.sizes.split(",") if s.strip())
     if args.nodes < SUPPLIERS + 2:
         parser.error(f"--nodes must be at least {SUPPLIERS + 2} (node 0 runs the id server, node 1 is the customer)")
+    load = Path("/proc/loadavg").read_text().split()[0]
     root = work_root()
     files = root / "files"
     files.mkdir()
@@ -379,7 +381,7 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
         else:
             print(f"network left running under {root / 'net'} (stop: bitdust localnet down --dir {root / 'net'})")
-    report(rows, base, customer.name, supplier_names, args.nodes)
+    report(rows, base, customer.name, supplier_names, args.nodes, load)
 
 
 if __name__ == "__main__":
