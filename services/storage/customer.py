@@ -221,12 +221,7 @@ class Customer:
                     log.info("DeleteBackup on %s failed: %s", supplier, err.reason)
 
     def stop_upload(self, remote_path: str) -> Job:
-        job = self.transfers.uploads.get(remote_path)
-        if job is None or job.done.is_set():
-            raise NotFoundError(f"no upload of {remote_path} is running", reason="upload_not_found")
-        if job.task is not None:
-            job.task.cancel()
-        return job
+        return _cancel(self.transfers.uploads, remote_path, "upload")
 
     # ---- download ---------------------------------------------------------------------------------
 
@@ -270,12 +265,7 @@ class Customer:
         return job
 
     def stop_download(self, remote_path: str) -> Job:
-        job = self.transfers.downloads.get(remote_path)
-        if job is None or job.done.is_set():
-            raise NotFoundError(f"no download of {remote_path} is running", reason="download_not_found")
-        if job.task is not None:
-            job.task.cancel()
-        return job
+        return _cancel(self.transfers.downloads, remote_path, "download")
 
     # ---- delete -----------------------------------------------------------------------------------
 
@@ -419,6 +409,16 @@ class Customer:
             task.cancel()
         self.employer.close()
         self.catalog.close()
+
+
+def _cancel(jobs: dict[str, Job], remote_path: str, kind: str) -> Job:
+    """Cancel the running job of `remote_path`; raises `NotFoundError` (`<kind>_not_found`)."""
+    job = jobs.get(remote_path)
+    if job is None or job.done.is_set():
+        raise NotFoundError(f"no {kind} of {remote_path} is running", reason=f"{kind}_not_found")
+    if job.task is not None:
+        job.task.cancel()
+    return job
 
 
 def _walk(source: Path) -> list[tuple[Path, int]]:
