@@ -38,6 +38,10 @@ CACHE_TTL = 600.0
 NICKNAME_ATTEMPTS = 5
 NICKNAME_FIRST_DELAY = 1.0
 IDSERVER_OPTIONS = "services/identity-server/"
+TAKEOVER_CHECK_INTERVAL = 120.0
+"""Seconds between checks that no other node took our identity over (a nudge checks at once)."""
+TAKEOVER_MIN_INTERVAL = 5.0
+"""A nudge from outside costs at most one look at our identity servers per this many seconds."""
 
 
 class IdentityService(KeysEndpoints):
@@ -56,6 +60,7 @@ class IdentityService(KeysEndpoints):
         self._inflight: dict[str, asyncio.Future[IdentityDocument]] = {}
         # create/recover/rotate/erase change the identity: one at a time.
         self._identity_lock = asyncio.Lock()
+        self._takeover_checked = float("-inf")
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -69,6 +74,14 @@ class IdentityService(KeysEndpoints):
         await self.subscribe_packets()
         if self.doc is not None:
             self._publish_nickname(self.doc)
+        self.ctx.bus.spawn(self._first_takeover_check())
+        self.ctx.bus.spawn(self._watch_takeover())
+
+    async def _first_takeover_check(self) -> None:
+        try:
+            await self.check_takeover()
+        except NodeError as exc:
+            log.info("takeover check failed: %s", exc)
 
     async def stop(self) -> None:
         await self.unsubscribe_packets()
@@ -104,6 +117,9 @@ class IdentityService(KeysEndpoints):
     # ---- helpers shared with the key endpoints ---------------------------------------------
 
     def require_identity(self) -> IdentityDocument:
+        if self.doc is None and self.local.taken_over() is not None:
+            raise NotFoundError("this node stopped using its identity: another node took it over",
+                                reason="identity_taken_over")
         if self.doc is None:
             raise NotFoundError("local identity is not valid or not exist", reason="identity_not_exist")
         return self.doc
@@ -258,6 +274,7 @@ class IdentityService(KeysEndpoints):
                 raise InvalidArgumentError(str(exc)) from None
             for server in servers:
                 await self.client.upload(server, doc.to_xml())
+            self.local.forget_takeover()
             self._set_identity(doc)
         await self.ctx.bus.publish_event("local-identity-created",
                                          {"idurl": doc.idurl, "global_id": doc.global_id,
@@ -283,6 +300,11 @@ class IdentityService(KeysEndpoints):
     @endpoint()
     async def identity_recover(self, private_key_source: str, known_idurl: str | None = None,
                                join_network: bool = False) -> Reply:
+        """Take an identity over on this node: same key and IDURL, our contacts, revision up.
+
+        The published document then points to this node; the node that used the identity before
+        sees the newer revision at its identity servers (when nudged, or on its own check) and stops.
+        """
         idurl, key = await asyncio.to_thread(_read_backup, private_key_source)
         idurl = known_idurl or idurl
         if not idurl:
@@ -290,26 +312,93 @@ class IdentityService(KeysEndpoints):
         async with self._identity_lock:
             if self.doc is not None:
                 raise ConflictError("local identity already exist", reason="identity_exists")
-            doc = await self.fetch_document(idurl, refresh=True)
-            if doc.publickey != crypto.public_key_to_ssh(key.public_key()):
-                raise InvalidArgumentError(f"the private key does not belong to {doc.idurl}", reason="key_mismatch")
+            found = await self.fetch_document(idurl, refresh=True)
+            if found.publickey != crypto.public_key_to_ssh(key.public_key()):
+                raise InvalidArgumentError(f"the private key does not belong to {found.idurl}", reason="key_mismatch")
+            try:
+                doc = document.new_document(list(found.sources), self._contacts(), key, revision=found.revision + 1)
+            except DocumentError as exc:
+                raise InvalidArgumentError(str(exc)) from None
+            await self._upload_everywhere(doc, required=True)
             self.keyring.set_master(key)
             self.cache.remove(doc.idurl)
+            self.local.forget_takeover()
             self._set_identity(doc)
         await self.ctx.bus.publish_event("local-identity-recovered",
-                                         {"idurl": doc.idurl, "global_id": doc.global_id,
-                                          "join_network": bool(join_network)})
+                                         {"idurl": doc.idurl, "global_id": doc.global_id, "revision": doc.revision,
+                                          "old_contacts": list(found.contacts), "join_network": bool(join_network)})
         await self._identity_written(doc)
-        return Reply(doc.reference_info(), f"identity {doc.global_id} recovered")
+        return Reply(dict(doc.reference_info(), old_contacts=list(found.contacts)),
+                     f"identity {doc.global_id} recovered and taken over by this node")
+
+    async def _upload_everywhere(self, doc: IdentityDocument, required: bool) -> None:
+        """Publish `doc` at each of its sources; with `required`, at least one must take it."""
+        taken, last_error = 0, None
+        for source in doc.sources:
+            server = ids.parse_idurl(source).server
+            try:
+                await self.client.upload(server, doc.to_xml())
+                taken += 1
+            except NodeError as exc:
+                log.warning("identity server %s did not take revision %d: %s", server, doc.revision, exc)
+                last_error = exc
+        if required and not taken and last_error is not None:
+            raise last_error
+
+    @endpoint("check_takeover", internal=True)
+    async def check_takeover(self) -> dict[str, Any]:
+        """Has another node taken our identity over? Asked of our own identity servers, never of a peer.
+
+        A newer revision signed by our key whose contacts are not ours means the identity was
+        recovered elsewhere: this node stops using it (the document is set aside, the key kept) and
+        says so with `local-identity-taken-over` and `local-identity-erased`.
+        """
+        now = asyncio.get_running_loop().time()
+        if self.doc is None or now - self._takeover_checked < TAKEOVER_MIN_INTERVAL:
+            return {"taken_over": self.local.taken_over() is not None}
+        self._takeover_checked = now
+        mine = self.doc
+        newest = None
+        for source in mine.sources:
+            try:
+                found = await self._download_verified(source)
+            except NotFoundError:
+                continue
+            if found.publickey == mine.publickey and found.revision > mine.revision:
+                newest = found if newest is None or found.revision > newest.revision else newest
+        if newest is None or list(newest.contacts) == list(mine.contacts):
+            return {"taken_over": False}
+        async with self._identity_lock:
+            if self.doc is not mine:
+                return {"taken_over": False}
+            self.local.set_aside(newest)
+            self.doc = None
+        log.warning("identity %s was taken over by a node at %s (revision %d); this node stops using it",
+                    mine.global_id, ", ".join(newest.contacts), newest.revision)
+        info = {"idurl": mine.idurl, "global_id": mine.global_id, "revision": newest.revision,
+                "contacts": list(newest.contacts), "taken_over": True}
+        await self.ctx.bus.publish_event("local-identity-taken-over", info)
+        await self.ctx.bus.publish_event("local-identity-erased", info)
+        return {"taken_over": True}
+
+    async def _watch_takeover(self) -> None:
+        while True:
+            await asyncio.sleep(TAKEOVER_CHECK_INTERVAL)
+            try:
+                await self.check_takeover()
+            except NodeError as exc:
+                log.info("takeover check failed: %s", exc)
 
     @endpoint()
     async def identity_erase(self, erase_private_key: bool = False) -> Reply:
         erase_private_key = as_bool(erase_private_key, "erase_private_key")
         async with self._identity_lock:
             doc = self.doc
-            if doc is None and not (erase_private_key and self.keyring.master is not None):
+            keeps_something = self.local.taken_over() is not None or (erase_private_key and self.keyring.master)
+            if doc is None and not keeps_something:
                 raise NotFoundError("local identity is not valid or not exist", reason="identity_not_exist")
             self.local.erase()
+            self.local.forget_takeover()
             self.doc = None
             if erase_private_key:
                 self.keyring.erase_master()

@@ -122,6 +122,8 @@ class Gateway:
         self._outgoing: dict[tuple[str, str], _Tracked] = {}
         self._incoming: dict[int, _Tracked] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_self_connection: Callable[[], None] | None = None
+        """Called when a dialer claims our own identity: another node may have taken it over."""
 
     # ---- identity --------------------------------------------------------------------------
 
@@ -331,6 +333,8 @@ class Gateway:
 
     def on_link_rejected(self, proto: str, host: str, reason: str, size: int = 0) -> None:
         self.stats.dropped(reason, size, known_sender=False)
+        if reason == "handshake_self_connection" and self.on_self_connection is not None:
+            self.on_self_connection()
 
     # ---- views and life cycle ------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from services.transport.files import PayloadFiles
 from services.transport.gateway import Gateway, inbox_body, payload_fields
 from services.transport.peer_ids import idurl_to_global_id, to_idurl
 from services.transport.presence import CONNECTED, OFFLINE
+from services.transport.protocol import PeerUnreachableError
 from services.transport.tcp import TcpOptions, TcpTransport
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ TCP_PORT_OPTION = "services/tcp-connections/tcp-port"
 TCP_HOST_OPTION = "services/tcp-connections/listen-host"
 DEFAULT_PING_TIMEOUT = 10.0
 BEST_EFFORT_TIMEOUT = 3.0
+NUDGE_ATTEMPTS = 30
 
 
 class BusIdentity:
@@ -130,6 +132,7 @@ class TransportService(ServiceBase):
         self.tcp = TcpTransport(self.gateway, self.gateway, _tcp_options(ctx), ctx.automats)
         self.gateway.transports.append(self.tcp)
         self.connector = network.NetworkConnector(self.gateway, ctx.automats)
+        self.gateway.on_self_connection = self._self_connection
         self._subscriptions: list[Any] = []
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -184,8 +187,46 @@ class TransportService(ServiceBase):
                 self.tcp.options = options
                 await self.connector.reconnect()
 
-    async def _on_identity_event(self, _msg: Any) -> None:
+    async def _on_identity_event(self, msg: Any) -> None:
         await self.connector.identity_changed()
+        try:
+            event = codec.loads(msg.data)
+        except ValueError:
+            return
+        data = event.get("data") if isinstance(event, dict) else None
+        if isinstance(data, dict) and event.get("event_id") == "local-identity-recovered" and data.get("old_contacts"):
+            self.ctx.bus.spawn(self._nudge_previous_holder([str(c) for c in data["old_contacts"]]))
+
+    async def _nudge_previous_holder(self, contacts: list[str]) -> None:
+        """Dial the contacts the identity had before we took it over.
+
+        The node there (if it still runs) refuses a dialer with its own identity and, seeing that,
+        asks its identity servers whether it was taken over; the servers, not us, are the proof.
+        """
+        for _ in range(NUDGE_ATTEMPTS):
+            me = self.gateway.local_idurl()
+            if me and self.tcp.listening():
+                mine = set(self.gateway.me.get("contacts") or []) if self.gateway.me else set()
+                old = [c for c in contacts if c not in mine]
+                try:
+                    if old:
+                        await self.tcp.connect(me, old)
+                except PeerUnreachableError as err:
+                    log.info("told the previous holder of our identity at %s: %s", ", ".join(old), err)
+                return
+            await asyncio.sleep(1.0)  # the network comes up after the identity changed
+
+    def _self_connection(self) -> None:
+        self.ctx.bus.spawn(self._check_takeover())
+
+    async def _check_takeover(self) -> None:
+        try:
+            reply = await self.ctx.bus.call_internal("identity", "check_takeover", timeout=20)
+        except NodeError as err:
+            log.info("takeover check failed: %s", err.reason)
+            return
+        if reply.get("taken_over"):
+            log.warning("our identity was taken over by another node; the network is disconnected")
 
     def _presence_changed(self, idurl: str, old: str, new: str) -> None:
         data = self._status(idurl, new)

@@ -349,7 +349,8 @@ class TcpTransport:
     # ---- sending -----------------------------------------------------------------------------
 
     def link_for(self, idurl: str) -> TcpLink | None:
-        return next((link for link in self._by_peer.get(idurl, ()) if link.is_ready), None)
+        """The peer's newest ready link (a node that took an identity over dialed after the old holder)."""
+        return next((link for link in reversed(self._by_peer.get(idurl, [])) if link.is_ready), None)
 
     def connected(self, idurl: str) -> bool:
         return self.link_for(idurl) is not None
