@@ -43,45 +43,70 @@ def busy_ports(count: int, offset: int) -> list[int]:
     wanted = [port for index in range(count) for key, port in node_ports(index, offset).items()
               if key != "services/entangled-dht/udp-port" and key != "services/udp-datagrams/udp-port"]
     wanted.append(ID_SERVER_PORT + offset)
-    busy = []
-    for port in wanted:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                busy.append(port)
-    return busy
+    return [port for port in wanted if _tcp_port_busy(port)]
 
 
-def prepare(root: Path, count: int, offset: int = 0) -> list[dict[str, Any]]:
-    """Create (or refresh) the homes and configs of `count` nodes under `root`."""
+def _tcp_port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _network(offset: int) -> network_config.NetworkConfig:
     seed_ports = node_ports(0, offset)
-    network = network_config.NetworkConfig(
+    return network_config.NetworkConfig(
         NETWORK_NAME,
         identity_servers=[f"127.0.0.1:{ID_SERVER_PORT + offset}"],
         dht_seeds=[f"127.0.0.1:{seed_ports['services/entangled-dht/udp-port']}"],
     )
-    nodes = []
-    for index in range(count):
-        home = NodeHome(root / f"node-{index}")
-        home.ensure()
-        ports = node_ports(index, offset)
-        options: dict[str, Any] = dict(ports)
-        options["services/network/selected"] = NETWORK_NAME
-        roles = []
-        if index == 0:
-            options["services/identity-server/enabled"] = True
-            options["services/identity-server/web-port"] = ID_SERVER_PORT + offset
-            roles = ["id-server", "dht-seed"]
-        ConfigStore(home.options_file).set_many(options)
-        network_config.save(home.networks_dir, network)
-        nodes.append({
-            "name": f"node-{index}", "home": str(home.root),
-            "api_port": ports["interface/api/rest-http-port"], "ws_port": ports["interface/api/web-socket-port"],
-            "api_secret": home.api_secret(), "roles": roles,
-        })
-    return nodes
+
+
+def prepare_node(root: Path, index: int, offset: int = 0) -> dict[str, Any]:
+    """Create (or refresh) the home and config of node `index`; its `localnet.json` entry."""
+    home = NodeHome(root / f"node-{index}")
+    home.ensure()
+    ports = node_ports(index, offset)
+    options: dict[str, Any] = dict(ports)
+    options["services/network/selected"] = NETWORK_NAME
+    roles = []
+    if index == 0:
+        options["services/identity-server/enabled"] = True
+        options["services/identity-server/web-port"] = ID_SERVER_PORT + offset
+        roles = ["id-server", "dht-seed"]
+    ConfigStore(home.options_file).set_many(options)
+    network_config.save(home.networks_dir, _network(offset))
+    return {
+        "name": f"node-{index}", "home": str(home.root),
+        "api_port": ports["interface/api/rest-http-port"], "ws_port": ports["interface/api/web-socket-port"],
+        "api_secret": home.api_secret(), "roles": roles,
+    }
+
+
+def prepare(root: Path, count: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Create (or refresh) the homes and configs of `count` nodes under `root`."""
+    return [prepare_node(root, index, offset) for index in range(count)]
+
+
+def add(root: Path, timeout: float = 120) -> dict[str, Any]:
+    """Start one more node (no identity yet) in the running network of `DIR/localnet.json`."""
+    root = root.resolve()
+    listing = root / "localnet.json"
+    doc = codec.loads(listing.read_bytes())
+    offset = int(doc.get("port_offset") or 0)
+    index = len(doc["nodes"])
+    wanted = [port for key, port in node_ports(index, offset).items() if not key.endswith("udp-port")]
+    busy = [port for port in wanted if _tcp_port_busy(port)]
+    if busy:
+        raise RuntimeError(f"ports already in use: {busy}")
+    entry = prepare_node(root, index, offset)
+    doc["nodes"].append(entry)
+    atomic_write(listing, codec.dumps(doc))
+    node.start(NodeHome(Path(entry["home"])), wait=True, timeout=timeout)
+    return entry
 
 
 def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeout: float = 120) -> dict[str, Any]:
@@ -98,7 +123,7 @@ def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeou
                            f"`bitdust localnet down --dir DIR` or choose --port-offset)")
     root.mkdir(parents=True, exist_ok=True)
     nodes = prepare(root, count, offset)
-    doc: dict[str, Any] = {"network": NETWORK_NAME, "nodes": nodes}
+    doc: dict[str, Any] = {"network": NETWORK_NAME, "port_offset": offset, "nodes": nodes}
     atomic_write(root / "localnet.json", codec.dumps(doc))
     began = time.monotonic()
     homes = [NodeHome(Path(n["home"])) for n in nodes]

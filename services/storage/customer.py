@@ -18,12 +18,14 @@ from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFou
 from services.storage import blocks
 from services.storage.backup_index import open_index, seal_index
 from services.storage.catalog import DIR, FILE, READY, UPLOADING, Catalog, Item, Version, split_remote_path
-from services.storage.employer import OFFLINE, Employer, Position
+from services.storage.employer import OFFLINE, Employer
 from services.storage.fragments import Mover, index_name, key_tag, version_prefix
 from services.storage.transfers import Job, Transfers
 from services.transport.peer_ids import idurl_to_global_id
 
 log = logging.getLogger(__name__)
+
+SUPPLIERS_NUMBER = "services/customer/suppliers-number"
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 INDEX_TIMEOUT = 30.0
@@ -33,10 +35,12 @@ class Customer:
     """Everything the customer side of the storage process does."""
 
     def __init__(self, folder: Path, spool: Path, peers: Any, automats: AutomatRegistry | None,
-                 option: Callable[[str], Any], emit: Emit):
+                 option: Callable[[str], Any], emit: Emit,
+                 set_option: Callable[[str, Any], Awaitable[None]] | None = None):
         self.folder = folder
         self.peers = peers
         self.option = option
+        self.set_option = set_option
         self.emit = emit
         self.catalog = Catalog(folder / "catalog.sqlite")
         self.mover = Mover(peers.wire, spool)
@@ -67,22 +71,34 @@ class Customer:
                 self.spawn(self._delete_remote(item.key_id, [version.uid]))
         return abandoned
 
-    async def restore_if_empty(self) -> int:
-        """On a fresh home with a (recovered) identity: adopt the suppliers from the DHT, restore the catalog."""
+    async def restore_if_empty(self) -> bool:
+        """On a fresh home with a (recovered) identity: adopt the suppliers from the DHT, restore the catalog.
+
+        True once there is nothing (more) to do: the catalog or the suppliers exist, or the DHT says
+        this identity never had suppliers. False while there is no identity or nothing readable yet.
+        """
         me = await self.peers.me()
-        if not me or self.catalog.items() or any(self.employer.idurls()):
-            return 0
+        if not me:
+            return False
+        if self.catalog.items() or any(self.employer.idurls()):
+            return True
         idurl = str(me["idurl"])
-        suppliers = await self.peers.suppliers_of(idurl)
+        record = await self.peers.suppliers_record(idurl)
+        suppliers = [str(i or "") for i in record.get("suppliers") or []]
         if not any(suppliers):
-            return 0
-        for index, supplier in enumerate(suppliers):
-            if index >= len(self.employer.positions):
-                self.employer.positions.append(Position(index))
-            if supplier:
-                await self.employer.hire(self.employer.positions[index], supplier)
+            return False
+        if len(suppliers) != int(self.option(SUPPLIERS_NUMBER)) and self.set_option is not None:
+            # The adopted layout stays: hiring down to the default count would cancel suppliers.
+            await self.set_option(SUPPLIERS_NUMBER, len(suppliers))
+        self.employer.adopt(suppliers, int(record.get("revision") or 0))
+        log.info("adopted the %d suppliers of %s from the DHT", len(suppliers), me["global_id"])
+        self.spawn(self.employer.ping_all())
         key_id = f"master${me['global_id']}"
-        return await self.restore_index(key_id, idurl, suppliers)
+        try:
+            await self.restore_index(key_id, idurl, suppliers)
+        except NodeError as err:
+            log.warning("catalog of %s not restored: %s", key_id, err.message)
+        return True
 
     async def restore_index(self, key_id: str, owner_idurl: str, suppliers: list[str]) -> int:
         """Read the catalog backup of `key_id` from any supplier and merge it; versions added."""

@@ -276,6 +276,24 @@ class Employer:
             await self.on_replaced(pos.index, old, idurl)
         return True
 
+    def adopt(self, suppliers: list[str], revision: int) -> None:
+        """Take over the positions a suppliers record lists (a recovered identity's suppliers).
+
+        They are checked by the next heartbeat like positions loaded from disk; one that stays away
+        is replaced, and its fragments rebuilt, as usual.
+        """
+        self.close()
+        now = self.clock()
+        self.positions = []
+        for index, idurl in enumerate(suppliers):
+            pos = Position(index, idurl, now if idurl else 0.0)
+            if idurl:
+                pos.machine = self._machine(pos)
+            self.positions.append(pos)
+        self.revision = max(self.revision, revision) + 1
+        self.published_revision = -1
+        self._save()
+
     async def change(self, index: int, new_idurl: str | None) -> Position:
         """`supplier_change`: put `new_idurl` (or a random member) at position `index`."""
         async with self._lock:

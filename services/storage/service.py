@@ -34,7 +34,9 @@ SUPPLIER_COMMANDS = ("RequestService", "CancelService", "Data", "Retrieve", "Lis
 INBOX_QUEUE = "storage"
 TICK = 3.0
 IDENTITY_EVENTS = ("local-identity-created", "local-identity-recovered", "local-identity-rotated",
-                   "local-identity-written")
+                   "local-identity-written", "local-identity-erased")
+RESTORE_PATIENCE = 90.0
+"""Seconds a recovered identity waits for its suppliers record and catalog before hiring anew."""
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -58,11 +60,14 @@ class StorageService(ServiceBase):
         root = ctx.home.state("storage")
         spool = ctx.home.root / "spool"
         self.peers = BusPeers(ctx.bus)
-        self.customer = Customer(root / "customer", spool, self.peers, ctx.automats, ctx.config.get, self._emit)
+        self.customer = Customer(root / "customer", spool, self.peers, ctx.automats, ctx.config.get, self._emit,
+                                 set_option=self._set_option)
         self.supplier = SupplierRole(root / "supplier", lambda: int(ctx.config.get("services/supplier/donated-space")))
         self._subscriptions: list[Any] = []
         self._loop: asyncio.Task[Any] | None = None
         self._wake = asyncio.Event()
+        self._restore_until: float | None = time.monotonic()
+        """While set, the upkeep tries to restore a catalog instead of hiring (once at start)."""
         self._share_history: list[dict[str, Any]] = []
 
     # ---- life cycle -------------------------------------------------------------------------------
@@ -94,14 +99,10 @@ class StorageService(ServiceBase):
             self._wake.set()
 
     async def _upkeep(self) -> None:
-        restored = False
         while True:
             try:
                 if self._customer_enabled():
-                    if not restored:
-                        await self.customer.restore_if_empty()
-                        restored = True
-                    await self.customer.employer.tick()
+                    await self._restore_or_tick()
             except asyncio.CancelledError:
                 raise
             except NodeError as err:
@@ -112,11 +113,27 @@ class StorageService(ServiceBase):
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK)
             self._wake.clear()
 
+    async def _restore_or_tick(self) -> None:
+        """Restore a recovered identity's suppliers and catalog before hiring anyone new."""
+        if self._restore_until is not None:
+            done = await self.customer.restore_if_empty()
+            if not done and time.monotonic() < self._restore_until:
+                return
+            self._restore_until = None
+        await self.customer.employer.tick()
+
+    async def _set_option(self, key: str, value: Any) -> None:
+        """Change an option through the api process (which owns the file), then read it back here."""
+        await self.peers.api("api", "config_set", wait=10, key=key, value=value)
+        self.ctx.config.reload()
+
     def _customer_enabled(self) -> bool:
         return bool(self.ctx.config.get("services/customer/enabled"))
 
-    async def _on_identity(self, _msg: Any) -> None:
+    async def _on_identity(self, msg: Any) -> None:
         self.peers.forget_me()
+        if msg.subject == subjects.event("local-identity-recovered"):
+            self._restore_until = time.monotonic() + RESTORE_PATIENCE
         self._wake.set()
 
     async def _on_disconnected(self, msg: Any) -> None:

@@ -83,11 +83,15 @@ class BusPeers:
                                      key=record["customer_idurl"], value=record)
 
     async def suppliers_of(self, customer_idurl: str) -> list[str]:
+        return [str(i or "") for i in (await self.suppliers_record(customer_idurl)).get("suppliers") or []]
+
+    async def suppliers_record(self, customer_idurl: str) -> dict[str, Any]:
+        """The customer's signed suppliers record from the DHT, `{}` when there is none."""
         reply = await self.bus.call_internal("dht", "read_record", timeout=20, record_type="suppliers",
                                              key=customer_idurl)
         if reply.get("read") != "success" or not isinstance(reply.get("value"), dict):
-            return []
-        return [str(i or "") for i in reply["value"].get("suppliers") or []]
+            return {}
+        return dict(reply["value"])
 
     async def public_key(self, key_id: str) -> Any:
         reply = await self.bus.call_internal("identity", "public_key", timeout=10, key_id=key_id)

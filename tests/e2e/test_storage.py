@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import node
+from deploy import localnet, node
 from tests.e2e.client import NodeClient
 from tests.helpers import wait_for
 
@@ -297,3 +297,45 @@ def test_share_granted_downloads_elsewhere(net, customer, identities, tmp_path):
     friend.ok("share_open", key_id=key_id)
     got = _download(friend, f"{key_id}:docs/shared.bin", tmp_path / "friend")
     assert _sha(Path(got["local_path"])) == _sha(payload)
+
+
+def _reason(client: NodeClient, method: str, **kwargs) -> str:
+    status, doc = client.call(method, **kwargs)
+    return "" if status == 200 else str(doc.get("reason"))
+
+
+def test_identity_recover_on_a_fresh_node_restores_catalog_and_files(localnet_nodes, customer, identities, files,
+                                                                      tmp_path):
+    """Runs last in this module: node-1's identity moves to a new node, then comes back to node-1."""
+    master = _master(identities, customer.name)
+    remote = f"{master}:recover/four_plus"
+    _upload(customer, files["four_plus"], remote)
+    listed = {i["path"] for i in customer.ok("files_list", remote_path=f"{master}:recover")}
+    backup = tmp_path / "node-1.key"
+    customer.ok("identity_backup", destination_filepath=str(backup))
+    fresh = NodeClient.from_listing(localnet.add(localnet_nodes.root))
+    try:
+        assert _reason(fresh, "identity_get") == "identity_not_exist"
+        recovered = fresh.ok("identity_recover", private_key_source=str(backup))
+        assert recovered["idurl"] == identities[customer.name]["idurl"]
+        assert int(recovered["revision"]) > int(identities[customer.name]["revision"])
+        # The old holder is told, checks its identity servers and stops using the identity.
+        wait_for(lambda: _reason(customer, "identity_get") == "identity_taken_over", timeout=30, interval=0.3,
+                 what="node-1 sees its identity taken over")
+        # The fresh node finds the suppliers in the DHT and restores the catalog from them.
+        wait_for(lambda: fresh.call("file_exists", remote_path=remote)[1].get("result", {}).get("exist"),
+                 timeout=90, interval=0.5, what="the catalog restored on the fresh node")
+        assert {i["path"] for i in fresh.ok("files_list", remote_path=f"{master}:recover")} == listed
+        got = _download(fresh, remote, tmp_path / "restored")
+        assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
+        wait_for(lambda: _connected(fresh), timeout=60, interval=0.5, what="the adopted suppliers CONNECTED")
+    finally:
+        # node-1 takes its identity back so that the tests after this module find it as it was.
+        status, doc = customer.call("identity_recover", private_key_source=str(backup))
+        assert status == 200, doc
+        wait_for(lambda: _reason(fresh, "identity_get") == "identity_taken_over", timeout=30, interval=0.3,
+                 what="the fresh node sees the identity taken back")
+        node.stop(fresh.home)
+    wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="node-1's suppliers CONNECTED again")
+    got = _download(customer, remote, tmp_path / "back")
+    assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
