@@ -26,6 +26,8 @@ from services.transport.peer_ids import idurl_to_global_id
 log = logging.getLogger(__name__)
 
 SUPPLIERS_NUMBER = "services/customer/suppliers-number"
+MAX_LISTING_PAGES = 1000
+"""A supplier's listing in pages of 10,000 names: 10 million fragments at most."""
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 INDEX_TIMEOUT = 30.0
@@ -327,8 +329,7 @@ class Customer:
             if not supplier:
                 continue
             try:
-                reply = await self.peers.request(supplier, "ListFiles", {}, 30)
-                files = {f["name"] for f in (reply.get("payload") or {}).get("files") or []}
+                files = await self._listing(supplier)
             except (NodeError, AttributeError, TypeError, KeyError):
                 report["suppliers"].append({"position": position, "idurl": supplier, "state": "unreachable"})
                 continue
@@ -363,6 +364,20 @@ class Customer:
             report["suppliers"].append({"position": position, "idurl": supplier, "state": "synced",
                                         "missing": missing, "objects": len(files)})
         return report
+
+    async def _listing(self, supplier: str) -> set[str]:
+        """Every name a supplier holds for us, page by page (`truncated` pages go on `after` the last)."""
+        names: set[str] = set()
+        after = ""
+        for _ in range(MAX_LISTING_PAGES):
+            reply = await self.peers.request(supplier, "ListFiles", {"after": after} if after else {}, 30)
+            payload = reply.get("payload") or {}
+            page = [str(f["name"]) for f in payload.get("files") or []]
+            names.update(page)
+            if not payload.get("truncated") or not page or max(page) <= after:
+                return names
+            after = max(page)
+        raise NodeError(f"{supplier} lists more than {MAX_LISTING_PAGES} pages", reason="listing_too_long")
 
     # ---- shares -----------------------------------------------------------------------------------
 
