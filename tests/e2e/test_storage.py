@@ -175,6 +175,16 @@ def test_bad_inputs(customer, identities, tmp_path):
     assert status == 404, doc
     status, doc = customer.call("file_upload_start", local_path=str(tmp_path / "f"), remote_path=f"{master}:../x")
     assert status == 400, doc
+    (tmp_path / "big").write_bytes(os.urandom(2 * MIB))
+    needed = customer.ok("config_get", key="services/customer/needed-space")["value"]
+    customer.ok("config_set", key="services/customer/needed-space", value=MIB)
+    try:
+        status, doc = customer.call("file_upload_start", local_path=str(tmp_path / "big"),
+                                    remote_path=f"{master}:quota/big", wait_result=True)
+        assert (status, doc.get("reason")) == (409, "over_quota"), doc
+    finally:
+        customer.ok("config_set", key="services/customer/needed-space", value=needed)
+    assert customer.ok("file_exists", remote_path=f"{master}:quota/big")["exist"] is False
 
 
 def test_corrupt_fragment_is_detected_and_repaired(net, customer, identities, files, tmp_path):
