@@ -126,6 +126,10 @@ _BASE: tuple[Option, ...] = (
     _text("services/identity-server/host", "127.0.0.1", "identity server host name"),
     _port("services/identity-server/web-port", 8084, "identity server HTTP port"),
     _text("services/identity-propagate/known-servers", "", "known identity servers (host:port, comma separated)"),
+    _text("services/identity-propagate/preferred-servers", "",
+          "identity servers to create the identity on and rotate to first (host:port, comma separated)"),
+    _flag("services/identity-propagate/automatic-rotate-enabled", True,
+          "move the identity to another known server when its primary server stays unreachable"),
     _text("services/network/selected", "", "selected network configuration"),
     Option("services/private-messages/message-ttl", "positive integer", 60 * 60 * 24 * 30, min=1),
 )

@@ -67,8 +67,10 @@ class IdentityCache:
         if known is not None and known.revision > doc.revision:
             self._fetched[known.idurl] = time.time()
             return known
-        if known is not None and known.idurl != doc.idurl:
-            self._forget(known.idurl)
+        for idurl in {*doc.sources, requested or doc.idurl}:
+            older = self.get(idurl)
+            if older is not None and older.idurl != doc.idurl:
+                self._forget(older.idurl)  # the node moved: its earlier IDURLs are sources of `doc`
         self._index(doc)
         if requested:
             self._by_idurl[requested] = doc.idurl

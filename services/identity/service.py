@@ -41,6 +41,8 @@ IDSERVER_OPTIONS = "services/identity-server/"
 TAKEOVER_CHECK_INTERVAL = 120.0
 """Seconds between checks that no other node took our identity over (a nudge checks at once)."""
 TAKEOVER_MIN_INTERVAL = 5.0
+AUTO_ROTATE_AFTER = 3
+"""Consecutive failed looks at our primary identity server before an automatic rotation."""
 """A nudge from outside costs at most one look at our identity servers per this many seconds."""
 
 
@@ -61,6 +63,7 @@ class IdentityService(KeysEndpoints):
         # create/recover/rotate/erase change the identity: one at a time.
         self._identity_lock = asyncio.Lock()
         self._takeover_checked = float("-inf")
+        self._primary_failures = 0
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -363,7 +366,11 @@ class IdentityService(KeysEndpoints):
             try:
                 found = await self._download_verified(source)
             except NotFoundError:
+                if source == mine.idurl:
+                    self._primary_failures += 1
                 continue
+            if source == mine.idurl:
+                self._primary_failures = 0
             if found.publickey == mine.publickey and found.revision > mine.revision:
                 newest = found if newest is None or found.revision > newest.revision else newest
         if newest is None or list(newest.contacts) == list(mine.contacts):
@@ -382,12 +389,27 @@ class IdentityService(KeysEndpoints):
         return {"taken_over": True}
 
     async def _watch_takeover(self) -> None:
+        """Every few minutes: were we taken over? Is our primary identity server gone for good?"""
         while True:
             await asyncio.sleep(TAKEOVER_CHECK_INTERVAL)
             try:
                 await self.check_takeover()
+                await self._rotate_if_stranded()
             except NodeError as exc:
-                log.info("takeover check failed: %s", exc)
+                log.info("identity check failed: %s", exc)
+
+    async def _rotate_if_stranded(self) -> None:
+        if self._primary_failures < AUTO_ROTATE_AFTER or self.doc is None:
+            return
+        if not self.ctx.config.get("services/identity-propagate/automatic-rotate-enabled"):
+            return
+        log.warning("primary identity server of %s unreachable %d times: rotating", self.doc.global_id,
+                    self._primary_failures)
+        try:
+            await self.identity_rotate()
+            self._primary_failures = 0
+        except ConflictError as exc:
+            log.info("automatic rotation not possible: %s", exc.message)
 
     @endpoint()
     async def identity_erase(self, erase_private_key: bool = False) -> Reply:
@@ -415,13 +437,14 @@ class IdentityService(KeysEndpoints):
             old = self.require_identity()
             key = self.master_key()
             current = [ids.parse_idurl(s).server for s in old.sources]
-            candidates = [s for s in self._known_servers() if s not in current]
+            candidates = [s for s in self._preferred_servers() + self._known_servers() if s not in current]
             if not candidates:
                 raise ConflictError("no other identity server is known to move to", reason="no_identity_server")
             doc, last_error = None, None
-            for server in candidates:
-                new_doc = document.new_document([ids.server_url(server, old.name), *old.sources[1:]],
-                                                list(old.contacts), key, revision=old.revision + 1)
+            for server in dict.fromkeys(candidates):
+                # The earlier IDURLs stay as sources: peers that knew them follow to the new one.
+                sources = [ids.server_url(server, old.name), *old.sources][: document.MAX_SOURCES]
+                new_doc = document.new_document(sources, list(old.contacts), key, revision=old.revision + 1)
                 try:
                     await self.client.upload(server, new_doc.to_xml())
                 except NodeError as exc:
@@ -507,6 +530,17 @@ class IdentityService(KeysEndpoints):
                 found.append(normal)
         return found
 
+    def _preferred_servers(self) -> list[str]:
+        """`services/identity-propagate/preferred-servers`: where rotation and creation go first."""
+        text = str(self.ctx.config.get("services/identity-propagate/preferred-servers") or "")
+        found = []
+        for server in (s.strip() for s in text.split(",") if s.strip()):
+            try:
+                found.append(ids.normalize_server(server))
+            except InvalidArgumentError:
+                log.warning("ignoring malformed preferred identity server %r", server)
+        return found
+
     def _identity_servers(self, preferred: Any) -> list[str]:
         if isinstance(preferred, str):
             preferred = [s for s in preferred.split(",") if s.strip()]
@@ -517,7 +551,7 @@ class IdentityService(KeysEndpoints):
             normal = ids.normalize_server(server)
             if normal not in servers:
                 servers.append(normal)
-        servers = servers or self._known_servers()
+        servers = servers or list(dict.fromkeys(self._preferred_servers() + self._known_servers()))
         if not servers:
             raise InvalidArgumentError("no identity servers known: pass preferred_servers or select a network",
                                        reason="no_identity_servers")

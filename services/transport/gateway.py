@@ -135,6 +135,18 @@ class Gateway:
     def local_idurl(self) -> str | None:
         return str(self.me["idurl"]) if self.me else None
 
+    def is_me(self, idurl: str) -> bool:
+        """Our IDURL or an earlier one: peers that knew us before a rotation still reach us."""
+        me = self.me
+        return me is not None and (idurl == me.get("idurl") or idurl in (me.get("sources") or ()))
+
+    async def moved(self, expected: str, actual: str) -> bool:
+        try:
+            doc = await self.peer_identity(actual, refresh=True)
+        except NodeError:
+            return False
+        return expected in (doc.get("sources") or ())
+
     def _require_identity(self) -> dict[str, Any]:
         if not self.me:
             raise ConflictError("this node has no identity yet: packets cannot be signed",
@@ -267,7 +279,7 @@ class Gateway:
             return
         self.stats.received(pkt.creator_idurl, size, pkt.command)
         self.presence.fire(pkt.creator_idurl, "inbox-packet")
-        waiting = self._outgoing.get((pkt.creator_idurl, pkt.packet_id))
+        waiting = self._waiting_for(pkt)
         if waiting is not None and waiting.future is not None and not waiting.future.done():
             waiting.future.set_result(pkt)
             return
@@ -279,10 +291,20 @@ class Gateway:
             return
         self._spawn(self._deliver(pkt, link, size))
 
+    def _waiting_for(self, pkt: Packet) -> _Tracked | None:
+        """The send this packet answers, also when we addressed the sender by an earlier IDURL."""
+        waiting = self._outgoing.get((pkt.creator_idurl, pkt.packet_id))
+        cached = self._keys.get(pkt.creator_idurl)
+        if waiting is None and cached is not None:
+            for source in cached[2].get("sources") or ():
+                waiting = self._outgoing.get((str(source), pkt.packet_id))
+                if waiting is not None:
+                    break
+        return waiting
+
     async def _admit(self, frame: bytearray) -> Packet:
         pkt = packets.decode(frame)
-        me = self.local_idurl()
-        if not me or pkt.remote_idurl != me:
+        if not self.is_me(pkt.remote_idurl):
             raise PacketError("wrong_recipient")
         packets.check_fresh(pkt, self.clock(), self.options.max_clock_skew)
         try:

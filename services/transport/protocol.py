@@ -41,6 +41,14 @@ class Credentials(Protocol):
 
     async def contacts(self, idurl: str) -> list[str]: ...
 
+    def is_me(self, idurl: str) -> bool:
+        """Our IDURL, or an earlier one our identity still lists as a source (after a rotation)."""
+        ...
+
+    async def moved(self, expected: str, actual: str) -> bool:
+        """Is `actual` the node that was `expected` (its identity lists `expected` as a source)?"""
+        ...
+
 
 class LinkEvents(Protocol):
     """Where a transport reports what happens on its links."""

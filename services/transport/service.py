@@ -196,6 +196,17 @@ class TransportService(ServiceBase):
         data = event.get("data") if isinstance(event, dict) else None
         if isinstance(data, dict) and event.get("event_id") == "local-identity-recovered" and data.get("old_contacts"):
             self.ctx.bus.spawn(self._nudge_previous_holder([str(c) for c in data["old_contacts"]]))
+        if event.get("event_id") == "local-identity-rotated":
+            self.ctx.bus.spawn(self._announce_rotation())
+
+    async def _announce_rotation(self) -> None:
+        """Tell every peer we are in touch with that our identity moved; each fetches the new one."""
+        peers = [idurl for idurl, state in self.gateway.presence.items() if state == CONNECTED]
+        results = await asyncio.gather(*(self.gateway.send(idurl, "Identity", codec.dumps("rotated"),
+                                                           timeout=BEST_EFFORT_TIMEOUT) for idurl in peers),
+                                       return_exceptions=True)
+        told = sum(1 for r in results if not isinstance(r, BaseException))
+        log.info("told %d of %d connected peers about our rotated identity", told, len(peers))
 
     async def _nudge_previous_holder(self, contacts: list[str]) -> None:
         """Dial the contacts the identity had before we took it over.

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 STREAM_THRESHOLD = 256 * 1024
 """Frames at least this large show up in `streams_list` while they move."""
+MAX_MOVED = 10_000
+"""Rotated peers remembered by earlier IDURL (cleared when full)."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ class TcpLink(asyncio.BufferedProtocol):
         nonce = hs.new_nonce()
         await self.send_frame(FrameKind.HELLO, [hs.encode_hello(me, nonce, to=self.expected_idurl)])
         hello = hs.decode_hello(await self._next_handshake_frame(FrameKind.HELLO))
-        if hello.idurl != self.expected_idurl:
+        if hello.idurl != self.expected_idurl and not await creds.moved(self.expected_idurl, hello.idurl):
             raise hs.HandshakeError("wrong_peer", hello.idurl)
         proof = hs.transcript(hello.idurl, me, hello.nonce, nonce)
         if not hello.signature or not await creds.verify(hello.idurl, proof, hello.signature):
@@ -200,9 +202,9 @@ class TcpLink(asyncio.BufferedProtocol):
         me = creds.local_idurl()
         if not me:
             raise hs.HandshakeError("no_identity")
-        if hello.to and hello.to != me:
+        if hello.to and not creds.is_me(hello.to):
             raise hs.HandshakeError("wrong_node", hello.to)
-        if hello.idurl == me:
+        if creds.is_me(hello.idurl):
             raise hs.HandshakeError("self_connection")
         nonce = hs.new_nonce()
         signature = await creds.sign(hs.transcript(me, hello.idurl, nonce, hello.nonce))
@@ -304,6 +306,8 @@ class TcpTransport:
         self._dialing: dict[str, asyncio.Future[TcpLink]] = {}
         self._reconnecting: dict[str, asyncio.Task[None]] = {}
         self._last_traffic: dict[str, float] = {}
+        self._moved: dict[str, str] = {}
+        """Earlier IDURL -> the IDURL the node answered with after a rotation."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = True
 
@@ -350,6 +354,7 @@ class TcpTransport:
 
     def link_for(self, idurl: str) -> TcpLink | None:
         """The peer's newest ready link (a node that took an identity over dialed after the old holder)."""
+        idurl = self._moved.get(idurl, idurl)
         return next((link for link in reversed(self._by_peer.get(idurl, [])) if link.is_ready), None)
 
     def connected(self, idurl: str) -> bool:
@@ -399,6 +404,10 @@ class TcpTransport:
                 continue
             try:
                 await asyncio.wait_for(link.dial_handshake(), self.options.handshake_timeout)
+                if link.peer_idurl != idurl:  # the peer rotated its identity: reach it by either IDURL
+                    if len(self._moved) >= MAX_MOVED:
+                        self._moved.clear()
+                    self._moved[idurl] = link.peer_idurl
                 return link
             except (hs.HandshakeError, ConnectionError, asyncio.TimeoutError) as err:
                 last_error = f"{contact}: handshake failed: {err or 'timeout'}"
