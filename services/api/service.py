@@ -27,6 +27,7 @@ from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFou
 from common.process import ProcessContext, ServiceBase
 from common.services_catalog import BY_NAME, CATALOG, dependents
 from common.supervisor import SupervisorClient
+from services.api.event_log import EventLog
 from services.api.events import EventHub
 from services.api.services_state import ON, compute_states, describe
 
@@ -65,6 +66,8 @@ class ApiService(ServiceBase):
         super().__init__(ctx)
         self.supervisor = SupervisorClient(ctx.home.supervisor_socket)
         self.events = EventHub()
+        self.event_log = EventLog(ctx.home.logs / "event.log")
+        self.events.listen(self.event_log.write)
         self.restarting: set[str] = set()
         self.machines = {s.name: ServiceMachine(s.name, ctx.automats) for s in CATALOG}
         self.gateway: Any = None
@@ -83,6 +86,7 @@ class ApiService(ServiceBase):
             self._watcher.cancel()
         if self.gateway is not None:
             await self.gateway.stop()
+        self.event_log.close()
 
     async def _on_event(self, msg: Any) -> None:
         try:

@@ -23,9 +23,10 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from common import codec
 from common.automat import Automat, AutomatRegistry
-from common.errors import NodeError
+from common.errors import InvalidArgumentError, NodeError
 from common.fsutil import atomic_write
 from services.storage.blocks import ecc_map_name
+from services.transport.peer_ids import to_idurl
 
 log = logging.getLogger(__name__)
 
@@ -241,18 +242,29 @@ class Employer:
         now = self.clock()
         self.fired = {i: t for i, t in self.fired.items() if now - t < 600}
         taken = {p.idurl for p in self.positions if p.idurl and p.state != FIRED}
+        candidates: list[str] = []
         try:
             candidates = await self.peers.candidates(len(self.positions) * 2 + 4)
         except NodeError as err:
             log.info("no supplier candidates from the DHT: %s", err.reason)
-            return
-        preferred = [c.strip() for c in str(self.option("services/employer/candidates") or "").split(",") if c.strip()]
-        pool = [c for c in dict.fromkeys(preferred + candidates) if c != me and c not in taken and c not in self.fired]
+        pool = [c for c in dict.fromkeys(self.preferred() + candidates)
+                if c != me and c not in taken and c not in self.fired]
         for pos in vacant:
             while pool:
                 idurl = pool.pop(0)
                 if await self.hire(pos, idurl):
                     break
+
+    def preferred(self) -> list[str]:
+        """`services/employer/candidates`: IDURLs or global ids asked first when a position is vacant."""
+        found = []
+        for item in str(self.option("services/employer/candidates") or "").split(","):
+            try:
+                found.append(to_idurl(item.strip()))
+            except InvalidArgumentError:
+                if item.strip():
+                    log.warning("ignoring malformed supplier candidate %r", item.strip())
+        return found
 
     async def hire(self, pos: Position, idurl: str) -> bool:
         """Ask `idurl` to serve position `pos`; on acceptance it replaces whoever was there."""

@@ -49,6 +49,9 @@ def test_rotation_keeps_peers_in_touch(localnet_nodes, identities):
         new_answer = wait_for(lambda: _pings(peer, rotated["global_id"]), timeout=20, interval=0.5,
                               what="a ping of the new global id answered")
         assert new_answer["idurl"] == rotated["idurl"]
+        # Clients that follow the event log see the rotation there too.
+        log = moving.home.logs / "event.log"
+        wait_for(lambda: "  local-identity-rotated  " in log.read_text(), timeout=10, what="the event in event.log")
         # The peer that was told follows the rotation: its cache holds the new revision only.
         cached = {i["idurl"]: i for i in peer.ok("identity_cache_list")}
         assert rotated["idurl"] in cached and before["idurl"] not in cached
