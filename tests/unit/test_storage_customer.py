@@ -59,3 +59,14 @@ def test_listing_stops_at_the_page_limit(tmp_path: Path, monkeypatch: pytest.Mon
     finally:
         customer.close()
     assert caught.value.reason == "listing_too_long"
+
+
+def test_preferred_suppliers_accept_idurls_and_global_ids(tmp_path: Path) -> None:
+    options = {"services/customer/suppliers-number": 4,
+               "services/employer/candidates": " http://h:8084/alice.xml, bob@h_8084 ,, not an id "}
+    customer = Customer(tmp_path / "customer", tmp_path / "spool", PagedSupplier([], 1), None, options.get,
+                        _no_event)
+    try:
+        assert customer.employer.preferred() == ["http://h:8084/alice.xml", "http://h:8084/bob.xml"]
+    finally:
+        customer.close()
