@@ -131,7 +131,8 @@ _BASE: tuple[Option, ...] = (
     _flag("services/identity-propagate/automatic-rotate-enabled", True,
           "move the identity to another known server when its primary server stays unreachable"),
     _text("services/network/selected", "", "selected network configuration"),
-    Option("services/private-messages/message-ttl", "positive integer", 60 * 60 * 24 * 30, min=1),
+    Option("services/private-messages/message-ttl", "positive integer", 60 * 60 * 24 * 30,
+           "seconds a sent message is kept for an offline recipient", min=1),
 )
 
 OPTIONS: dict[str, Option] = {o.key: o for o in _BASE}

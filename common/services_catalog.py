@@ -17,6 +17,8 @@ class LogicalService:
     process: str
     depends: tuple[str, ...] = field(default_factory=tuple)
     enabled: bool = True
+    built: bool = True
+    """False while the capability is not built yet: the service then reports OFF whatever its option says."""
 
     @property
     def config_path(self) -> str:
@@ -53,8 +55,8 @@ CATALOG: tuple[LogicalService, ...] = (
     _S("service_shared_data", "storage", ("service_my_data",)),
     _S("service_private_messages", "messaging", ("service_keys_registry", "service_entangled_dht")),
     _S("service_message_history", "messaging", ("service_private_messages",)),
-    _S("service_message_broker", "messaging", ("service_private_messages", "service_nodes_lookup")),
-    _S("service_private_groups", "messaging", ("service_private_messages", "service_nodes_lookup")),
+    _S("service_message_broker", "messaging", ("service_private_messages", "service_nodes_lookup"), built=False),
+    _S("service_private_groups", "messaging", ("service_private_messages", "service_nodes_lookup"), built=False),
     _S("service_bismuth_blockchain", "ledger", ("service_tcp_connections",), enabled=False),
     _S("service_bismuth_wallet", "ledger", ("service_bismuth_blockchain",), enabled=False),
     _S("service_bismuth_node", "ledger", ("service_bismuth_blockchain",), enabled=False),

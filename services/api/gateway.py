@@ -301,6 +301,13 @@ class Gateway:
         for sock in list(self._sockets):
             asyncio.ensure_future(self._ws_send(sock, doc))
 
+    async def push_stream_message(self, payload: Any) -> int:
+        """Send one `stream_message` to every open WebSocket; return how many there were."""
+        doc = {"type": "stream_message", "payload": payload}
+        sockets = [sock for sock in self._sockets if not sock.closed]
+        await asyncio.gather(*(self._ws_send(sock, doc) for sock in sockets))
+        return len(sockets)
+
     async def _on_model(self, msg: Any) -> None:
         try:
             payload = codec.loads(msg.data)

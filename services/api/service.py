@@ -369,6 +369,15 @@ class ApiService(ServiceBase):
         return [{"id": e["event_id"], "event_id": e["event_id"], "data": e.get("data"), "time": e.get("created")}
                 for e in events]
 
+    @endpoint("stream_message", internal=True)
+    async def stream_message(self, payload: Any) -> dict[str, int]:
+        """Push a message to every WebSocket client as `{"type": "stream_message", "payload": …}`.
+
+        Called by the messaging process for each message sent or received; answers how many
+        clients it reached (a message some client got counts as consumed).
+        """
+        return {"sockets": await self.gateway.push_stream_message(payload) if self.gateway is not None else 0}
+
     # ---- automats ------------------------------------------------------------------------
 
     async def _all_automats(self) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ SUITE = {"identity", "dht", "transport", "storage", "messaging", "api"}
 def compute_states(enabled: Callable[[LogicalService], bool], alive: set[str], restarting: set[str]) -> dict[str, str]:
     """The state of every logical service.
 
-    OFF when switched off (or not installed), STARTING while its process restarts or is not up yet,
+    OFF when switched off (or not installed, or not built yet), STARTING while its process restarts or is not up yet,
     DEPENDS_OFF when a dependency is not ON, else ON.
     """
     states: dict[str, str] = {}
@@ -23,7 +23,7 @@ def compute_states(enabled: Callable[[LogicalService], bool], alive: set[str], r
     def state_of(service: LogicalService, trail: tuple[str, ...] = ()) -> str:
         if service.name in states:
             return states[service.name]
-        if service.process not in SUITE or not enabled(service):
+        if service.process not in SUITE or not service.built or not enabled(service):
             result = OFF
         elif service.process in restarting or service.process not in alive:
             result = STARTING

@@ -26,6 +26,13 @@ def test_states_follow_options_processes_and_dependencies():
     assert down["service_customer"] == STARTING
 
 
+def test_messaging_services_report_what_is_built():
+    states = compute_states(lambda s: True, ALL, set())
+    assert states["service_private_messages"] == ON and states["service_message_history"] == ON
+    # Groups and brokers are not built yet: OFF whatever their options say.
+    assert states["service_private_groups"] == OFF and states["service_message_broker"] == OFF
+
+
 def test_catalog_is_consistent():
     for service in CATALOG:
         assert all(dep in BY_NAME for dep in service.depends), service.name
