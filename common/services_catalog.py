@@ -57,6 +57,8 @@ CATALOG: tuple[LogicalService, ...] = (
     _S("service_message_history", "messaging", ("service_private_messages",)),
     _S("service_message_broker", "messaging", ("service_private_messages", "service_nodes_lookup"), built=False),
     _S("service_private_groups", "messaging", ("service_private_messages", "service_nodes_lookup"), built=False),
+    # Serves group members' queue-connect requests for brokers: part of groups, not built yet.
+    _S("service_joint_postman", "messaging", ("service_private_messages",), built=False),
     _S("service_bismuth_blockchain", "ledger", ("service_tcp_connections",), enabled=False),
     _S("service_bismuth_wallet", "ledger", ("service_bismuth_blockchain",), enabled=False),
     _S("service_bismuth_node", "ledger", ("service_bismuth_blockchain",), enabled=False),

@@ -31,6 +31,7 @@ def test_messaging_services_report_what_is_built():
     assert states["service_private_messages"] == ON and states["service_message_history"] == ON
     # Groups and brokers are not built yet: OFF whatever their options say.
     assert states["service_private_groups"] == OFF and states["service_message_broker"] == OFF
+    assert states["service_joint_postman"] == OFF
 
 
 def test_catalog_is_consistent():
