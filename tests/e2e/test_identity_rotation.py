@@ -36,7 +36,8 @@ def test_rotation_keeps_peers_in_touch(localnet_nodes, identities):
         home_server = identities["node-0"]["idurl"].split("/")[2]
         before = moving.ok("identity_create", username="mover", preferred_servers=home_server)
         assert before["idurl"] == f"http://{home_server}/mover.xml"
-        assert _pings(peer, before["global_id"]) is not None
+        # The new node joins the network once its identity exists.
+        wait_for(lambda: _pings(peer, before["global_id"]), timeout=30, interval=0.5, what="the new node answers")
 
         rotated = moving.ok("identity_rotate")
         assert rotated["old_idurl"] == before["idurl"]
