@@ -13,7 +13,7 @@ encrypt, zfec encode 2-of-4, `blocks.seal` (AES + zfec + sha256), zfec decode fr
 secondary shares, sha256; and a plain copy of each test file on the same disk (fsync at the end).
 Upload and copy both read the test file from the page cache (it was just written).
 
-Run: .venv/bin/python bench/storage.py [--sizes 100M,1G] [--nodes 6] [--keep]
+Run: .venv/bin/python bench/storage.py [--sizes 100M,1G] [--nodes 6] [--port-offset 24000] [--keep]
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from deploy import localnet  # noqa: E402
 from services.storage import blocks  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
 
-OFFSET = 24000  # every port stays below the ephemeral range (32768+), where a dial can self-connect
+OFFSET = 24000
+"""Default port offset; every port stays below the ephemeral range (32768+), where a dial can self-connect."""
 MIB = 1024 * 1024
 CHUNK = 4 * MIB
 PAGE = 4096
@@ -307,8 +308,8 @@ def breakdown(cpu: dict[tuple[str, str], float], mib: float, customer: str, supp
 
 
 def report(rows: list[dict[str, Any]], base: dict[str, float], customer: str, suppliers: set[str],
-           nodes: int, load: str) -> None:
-    print(f"{nodes} nodes, customer {customer} with {SUPPLIERS} suppliers (2-of-4), block 4 MiB, "
+           nodes: int, load: str, block_size: int) -> None:
+    print(f"{nodes} nodes, customer {customer} with {SUPPLIERS} suppliers (2-of-4), block {label_of(block_size)}, "
           f"{os.cpu_count()} CPUs, 1-min load average before start {load} (other work on the host skews MiB/s)")
     head = (f"{'size':>5} {'upload':>8} {'/copy':>6} {'download':>9} {'/copy':>6} {'copy':>7} "
             f"{'RSS MB':>11} {'up CPU ms/MiB':>16} {'down CPU ms/MiB':>16} {'cores up/down':>14}")
@@ -348,6 +349,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100M,1G", help="file sizes, comma separated, M/G suffixes")
     parser.add_argument("--nodes", type=int, default=6)
+    parser.add_argument("--port-offset", type=int, default=OFFSET,
+                        help="added to every port of the local network (pick one no other run uses)")
     parser.add_argument("--keep", action="store_true", help="leave the network running (and its folder)")
     args = parser.parse_args()
     sizes = sorted(parse_size(s) for s in args.sizes.split(",") if s.strip())
@@ -359,13 +362,14 @@ def main() -> None:
     files.mkdir()
     rows: list[dict[str, Any]] = []
     try:
-        doc = localnet.up(root / "net", args.nodes, OFFSET, identities=True)
+        doc = localnet.up(root / "net", args.nodes, args.port_offset, identities=True)
         nodes = [NodeClient.from_listing(item) for item in doc["nodes"]]
         customer = nodes[CUSTOMER]
         suppliers = hire(customer, sum(sizes))
         by_idurl = {n.ok("identity_get")["idurl"]: n.name for n in nodes}
         supplier_names = {by_idurl[i] for i in suppliers}
         master = f"master${customer.ok('identity_get')['global_id']}"
+        block_size = int(customer.ok("config_get", key="services/backups/block-size")["value"])
         first = b""
         for size in sizes:
             path = files / f"{label_of(size)}.bin"
@@ -381,7 +385,7 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
         else:
             print(f"network left running under {root / 'net'} (stop: bitdust localnet down --dir {root / 'net'})")
-    report(rows, base, customer.name, supplier_names, args.nodes, load)
+    report(rows, base, customer.name, supplier_names, args.nodes, load, block_size)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Union
 
 import zfec
 from cryptography.exceptions import InvalidTag
@@ -58,7 +60,7 @@ def suppliers_of(ecc_map: str) -> int:
     return count
 
 
-def sha256_hex(data: bytes | bytearray | memoryview) -> str:
+def sha256_hex(data: Union[bytes, bytearray, memoryview]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -70,31 +72,51 @@ def _aad(version_uid: str, block_no: int) -> bytes:
     return f"{version_uid}:{block_no}".encode()
 
 
+Buffer = Union[bytes, bytearray, memoryview]
+
+
 @dataclass(frozen=True)
 class SealedBlock:
-    """The N fragments of one block, with what a reader needs to check and rebuild it."""
+    """The N fragments of one block, with what a reader needs to check and rebuild it.
 
-    fragments: list[bytes]
+    The primary fragments are views into the buffer the block was sealed into.
+    """
+
+    fragments: Sequence[Buffer]
     hashes: list[str]
     cipher_size: int
 
 
-def seal(session_key: bytes, version_uid: str, block_no: int, plain: bytes, suppliers: int) -> SealedBlock:
-    """Encrypt one block and cut it into one fragment per supplier."""
+def sealed_size(plain_size: int, suppliers: int) -> int:
+    """Bytes of the buffer `seal` encrypts a block of `plain_size` bytes into (k shares, padded)."""
     k = data_shares(suppliers)
-    cipher = AESGCM(session_key).encrypt(_nonce(block_no), plain, _aad(version_uid, block_no))
-    share_size = max(1, math.ceil(len(cipher) / k))
-    padded = cipher + bytes(share_size * k - len(cipher))
-    primary = [padded[i * share_size:(i + 1) * share_size] for i in range(k)]
+    return max(1, math.ceil((plain_size + TAG_SIZE) / k)) * k
+
+
+def seal(session_key: bytes, version_uid: str, block_no: int, plain: Buffer, suppliers: int,
+         buffer: bytearray | None = None) -> SealedBlock:
+    """Encrypt one block and cut it into one fragment per supplier.
+
+    With `buffer` (at least `sealed_size` bytes) the ciphertext is written into it and the primary
+    fragments are views of it, valid until the buffer is reused; one buffer serves every block.
+    """
+    k = data_shares(suppliers)
+    cipher_size = len(plain) + TAG_SIZE
+    padded_size = sealed_size(len(plain), suppliers)
+    share_size = padded_size // k
+    if buffer is None or len(buffer) < padded_size:
+        buffer = bytearray(padded_size)
+    out = memoryview(buffer)[:padded_size]
+    AESGCM(session_key).encrypt_into(_nonce(block_no), plain, _aad(version_uid, block_no), out[:cipher_size])
+    out[cipher_size:] = bytes(padded_size - cipher_size)
+    primary = [out[i * share_size:(i + 1) * share_size] for i in range(k)]
+    fragments: list[Buffer] = list(primary)
     if suppliers > k:
-        secondary = zfec.Encoder(k, suppliers).encode(primary, list(range(k, suppliers)))
-        fragments = primary + [bytes(s) for s in secondary]
-    else:
-        fragments = primary
-    return SealedBlock(fragments, [sha256_hex(f) for f in fragments], len(cipher))
+        fragments.extend(zfec.Encoder(k, suppliers).encode(primary, list(range(k, suppliers))))
+    return SealedBlock(fragments, [sha256_hex(f) for f in fragments], cipher_size)
 
 
-def reassemble(shares: dict[int, bytes], suppliers: int, cipher_size: int) -> bytes:
+def reassemble(shares: Mapping[int, Buffer], suppliers: int, cipher_size: int) -> bytearray:
     """The ciphertext of a block from any k of its fragments (position -> bytes)."""
     k = data_shares(suppliers)
     chosen = sorted(pos for pos in shares if 0 <= pos < suppliers)[:k]
@@ -104,13 +126,22 @@ def reassemble(shares: dict[int, bytes], suppliers: int, cipher_size: int) -> by
     if any(len(shares[pos]) != size for pos in chosen) or size * k < cipher_size:
         raise BlockError("fragment_size_mismatch")
     if chosen == list(range(k)):
-        primary = [shares[pos] for pos in chosen]
+        primary: Sequence[Buffer] = [shares[pos] for pos in chosen]
     else:
-        primary = [bytes(b) for b in zfec.Decoder(k, suppliers).decode([shares[pos] for pos in chosen], chosen)]
-    return b"".join(primary)[:cipher_size]
+        primary = zfec.Decoder(k, suppliers).decode([shares[pos] for pos in chosen], chosen)
+    cipher = bytearray(cipher_size)
+    view = memoryview(cipher)
+    for i, share in enumerate(primary):
+        start = i * size
+        if start >= cipher_size:
+            break
+        end = min(start + size, cipher_size)
+        view[start:end] = memoryview(share)[:end - start]
+    view.release()
+    return cipher
 
 
-def open_block(session_key: bytes, version_uid: str, block_no: int, cipher: bytes) -> bytes:
+def open_block(session_key: bytes, version_uid: str, block_no: int, cipher: Buffer) -> bytes:
     """Decrypt one block; raises `BlockError("block_corrupt")` when the tag does not match."""
     try:
         return AESGCM(session_key).decrypt(_nonce(block_no), cipher, _aad(version_uid, block_no))
@@ -118,15 +149,16 @@ def open_block(session_key: bytes, version_uid: str, block_no: int, cipher: byte
         raise BlockError("block_corrupt", f"block {block_no} failed authentication") from None
 
 
-def rebuild_fragments(shares: dict[int, bytes], suppliers: int, cipher_size: int,
+def rebuild_fragments(shares: Mapping[int, Buffer], suppliers: int, cipher_size: int,
                       wanted: list[int]) -> dict[int, bytes]:
     """Fragments at positions `wanted`, recomputed from any k others (no key needed)."""
     k = data_shares(suppliers)
     cipher = reassemble(shares, suppliers, cipher_size)
     share_size = len(next(iter(shares.values())))
-    padded = cipher + bytes(share_size * k - len(cipher))
+    cipher.extend(bytes(share_size * k - len(cipher)))
+    padded = memoryview(cipher)
     primary = [padded[i * share_size:(i + 1) * share_size] for i in range(k)]
-    out: dict[int, bytes] = {pos: primary[pos] for pos in wanted if pos < k}
+    out: dict[int, bytes] = {pos: bytes(primary[pos]) for pos in wanted if pos < k}
     secondary = [pos for pos in wanted if pos >= k]
     if secondary:
         made = zfec.Encoder(k, suppliers).encode(primary, secondary)

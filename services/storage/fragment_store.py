@@ -8,8 +8,9 @@ Layout under the supplier's state folder:
 The file is the truth and the row its index. A stored object lands in three durable steps: a
 `pending` row (name, size, sha256), `os.replace` of the fsynced spool file onto the final path
 followed by an fsync of the folder, then one transaction that moves the row from `pending` to
-`objects`. A SIGKILL between any two steps leaves a state that `reconcile()` repairs at the next
-start:
+`objects`. A new name (no row yet) skips the `pending` row: a file without a row is indexed by
+`reconcile()` anyway. A SIGKILL between any two steps leaves a state that `reconcile()` repairs at
+the next start:
 
 - a pending row whose final file hashes to it: the rename happened, commit the row;
 - any other pending row: the rename did not happen, drop it (an older object is still intact);
@@ -208,28 +209,37 @@ class FragmentStore:
     def store(self, customer: str, name: str, spool: str, size: int, sha256: str) -> StoredObject:
         """Move the spool file in as `name`, durably; return what is now indexed.
 
+        `sha256` is the transport's hash of the bytes it wrote to the spool file (checked against
+        the sender's signature), so it is recorded, not recomputed.
+
         Raises:
             InvalidArgumentError: reason `bad_payload` when the spool file is missing, is not a
-                regular file, lies inside the store, or its size or sha256 differ from the claim.
+                regular file, lies inside the store, or its size differs from the claim.
         """
         final = self.path_of(customer, name)
-        self._check_spool(spool, size, sha256)
+        self._check_spool(spool, size)
         folder = final.parent
         if not folder.is_dir():
             folder.mkdir(exist_ok=True)
             _fsync_dir(self.fragments)
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO pending VALUES (?,?,?,?)", (customer, name, size, sha256))
+        # Replacing an indexed object needs the pending row: the old row would otherwise survive a
+        # crash right after the rename and describe the new bytes (reconcile rehashes by size only).
+        replacing = self.get(customer, name) is not None
+        if replacing:
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO pending VALUES (?,?,?,?)", (customer, name, size, sha256))
         try:
             os.replace(spool, final)
             _fsync_dir(folder)
         except BaseException:
-            with self._tx() as db:
-                db.execute("DELETE FROM pending WHERE customer=? AND name=?", (customer, name))
+            if replacing:
+                with self._tx() as db:
+                    db.execute("DELETE FROM pending WHERE customer=? AND name=?", (customer, name))
             raise
         with self._tx() as db:
             self._index(db, customer, name, size, sha256)
-            db.execute("DELETE FROM pending WHERE customer=? AND name=?", (customer, name))
+            if replacing:
+                db.execute("DELETE FROM pending WHERE customer=? AND name=?", (customer, name))
         return StoredObject(name, size, sha256)
 
     def delete(self, customer: str, names: Iterable[str]) -> int:
@@ -374,7 +384,12 @@ class FragmentStore:
             self._usage[customer] = (count - deleted, used - freed)
         return deleted
 
-    def _check_spool(self, spool: str, size: int, sha256: str) -> None:
+    def _check_spool(self, spool: str, size: int) -> None:
+        """Check the spool file is a regular file of `size` bytes outside the store, and fsync it.
+
+        Its sha256 is not computed again: the transport hashed these bytes as they arrived and
+        checked that hash against the customer's packet signature, then wrote them to this file.
+        """
         real = os.path.realpath(spool)
         if not os.path.isabs(spool) or os.path.commonpath([real, self._real_root]) == self._real_root:
             raise InvalidArgumentError("payload file is not in the spool", reason="bad_payload")
@@ -382,15 +397,14 @@ class FragmentStore:
             fd = os.open(spool, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise InvalidArgumentError(f"payload file unreadable: {exc.strerror}", reason="bad_payload") from None
-        with open(fd, "rb", closefd=True) as fh:
-            info = os.fstat(fh.fileno())
+        try:
+            info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_size != size:
                 raise InvalidArgumentError(
                     f"payload file holds {info.st_size} bytes, not {size}", reason="bad_payload")
-            digest, read = _hash_stream(fh)
-            if read != size or digest != sha256:
-                raise InvalidArgumentError("payload bytes do not match their sha256", reason="bad_payload")
-            os.fsync(fh.fileno())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _load_caches(self) -> None:
         with self._write_lock:

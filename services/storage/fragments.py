@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,7 +61,7 @@ class FragmentError(NodeError):
         super().__init__(message, reason=reason, status=503)
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: Path, data: blocks.Buffer) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(data)
@@ -68,6 +69,46 @@ def _write(path: Path, data: bytes) -> None:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
+
+
+def write_slots(paths: Sequence[Path], fragments: Sequence[blocks.Buffer]) -> None:
+    """Rewrite each slot file with one fragment (blocking): same pages, new content and length."""
+    for path, data in zip(paths, fragments, strict=True):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data).cast("B")
+            done = 0
+            while done < len(view):
+                done += os.pwrite(fd, view[done:], done)
+            os.ftruncate(fd, len(view))
+        finally:
+            os.close(fd)
+
+
+class SpoolSlots:
+    """Spool files an upload reuses for the fragments of its blocks in flight, one set per block.
+
+    Rewriting a file in place keeps its page-cache pages; a new file per fragment would fill fresh
+    ones, which costs more than encrypting the bytes. A set is taken before a block is written
+    and given back once its fragments were sent; `remove` deletes the files when the upload ends.
+    """
+
+    def __init__(self, folder: Path, sets: int, per_set: int):
+        prefix = f"out-{secrets.token_hex(8)}"
+        self._free = [[folder / f"{prefix}-{s}-{p}" for p in range(per_set)] for s in range(sets)]
+        self._all = [path for paths in self._free for path in paths]
+
+    def take(self) -> list[Path]:
+        """A free set; the caller bounds the sets in use (by the upload window)."""
+        return self._free.pop()
+
+    def give(self, paths: list[Path]) -> None:
+        self._free.append(paths)
+
+    def remove(self) -> None:
+        """Delete every slot file (blocking)."""
+        for path in self._all:
+            path.unlink(missing_ok=True)
 
 
 def _read_and_remove(path: Path) -> bytes:
@@ -85,26 +126,36 @@ class Mover:
         self.spool = spool
         self.spool.mkdir(parents=True, exist_ok=True)
 
-    async def send(self, idurl: str, name: str, data: bytes, sha256: str) -> tuple[bool, str]:
+    def slots(self, sets: int, per_set: int) -> SpoolSlots:
+        """Reusable spool files for an upload (see `SpoolSlots`)."""
+        return SpoolSlots(self.spool, sets, per_set)
+
+    async def send(self, idurl: str, name: str, data: blocks.Buffer, sha256: str) -> tuple[bool, str]:
         """Store one fragment on one supplier; (acknowledged, refusal reason)."""
         path = self.spool / f"out-{secrets.token_hex(8)}"
         await asyncio.to_thread(_write, path, data)
         try:
+            return await self.send_file(idurl, name, path, sha256)
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def send_file(self, idurl: str, name: str, path: Path, sha256: str) -> tuple[bool, str]:
+        """Store the fragment written at `path` (kept) on one supplier; (acknowledged, refusal reason)."""
+        try:
             reply = await self.wire.send_file(idurl, name, path, sha256, SEND_TIMEOUT)
         except NodeError as err:
             return False, err.reason or "unreachable"
-        finally:
-            path.unlink(missing_ok=True)
         if reply.get("command") == "Ack":
             return True, ""
         payload = reply.get("payload")
         return False, "refused:" + str(payload.get("reason") if isinstance(payload, dict) else payload)
 
-    async def send_block(self, key_id: str, uid: str, block_no: int, sealed: blocks.SealedBlock,
+    async def send_block(self, key_id: str, uid: str, block_no: int, hashes: list[str], paths: list[Path],
                          suppliers: list[str]) -> list[tuple[str, bool, str]]:
-        """Send fragment i to supplier i, all at once; (idurl, acknowledged, reason) per position."""
+        """Send fragment i (written at `paths[i]`) to supplier i, all at once; (idurl, acknowledged,
+        reason) per position."""
         results = await asyncio.gather(*(
-            self.send(idurl, fragment_name(key_id, uid, block_no, pos), sealed.fragments[pos], sealed.hashes[pos])
+            self.send_file(idurl, fragment_name(key_id, uid, block_no, pos), paths[pos], hashes[pos])
             if idurl else _vacant()
             for pos, idurl in enumerate(suppliers)))
         return [(suppliers[i], ok, reason) for i, (ok, reason) in enumerate(results)]

@@ -20,14 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from common import spool
 from common.errors import NodeError
 from services.storage import blocks
 from services.storage.catalog import FAILED, READY, Block, Catalog, Item, Version
-from services.storage.fragments import Mover, fragment_name
+from services.storage.fragments import Mover, fragment_name, write_slots
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+DOWNLOAD_BUFFER = 32 * 1024 * 1024
+"""Plaintext bytes a download keeps in memory at most (whole blocks, at least one): an upload's
+blocks in flight wait in spool files, a download's in memory, so its window is capped by size."""
 
 
 @dataclass
@@ -74,18 +79,47 @@ class TransferError(NodeError):
         super().__init__(message, reason=reason, status=status)
 
 
-def _read_block(handle: Any, size: int) -> bytes:
-    return bytes(handle.read(size))
+@dataclass(frozen=True)
+class _Staged:
+    """A block sealed and spooled: what its sends and its catalog row need."""
+
+    plain_size: int
+    cipher_size: int
+    hashes: list[str]
 
 
-def _write_all(handle: Any, data: bytes) -> None:
-    handle.write(data)
+class _BlockStager:
+    """Reads, seals and spools the blocks of one upload, one at a time, into buffers it reuses."""
+
+    def __init__(self, block_size: int, suppliers: int, session_key: bytes, uid: str):
+        self.suppliers = suppliers
+        self.session_key = session_key
+        self.uid = uid
+        self.plain = bytearray(block_size)
+        self.sealed = bytearray(blocks.sealed_size(block_size, suppliers))
+
+    def stage(self, handle: Any, block_no: int, paths: list[Path]) -> _Staged:
+        """Block `block_no` read from `handle` (a short one at the end), its fragments written to `paths`."""
+        view = memoryview(self.plain)
+        got = 0
+        while got < len(view):
+            count = handle.readinto(view[got:])
+            if not count:
+                break
+            got += count
+        sealed = blocks.seal(self.session_key, self.uid, block_no, view[:got], self.suppliers, self.sealed)
+        write_slots(paths, sealed.fragments)
+        return _Staged(got, sealed.cipher_size, sealed.hashes)
 
 
-def _finish_file(handle: Any, tmp: Path, final: Path) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
+def _finish_file(fd: int, size: int, tmp: Path, final: Path) -> None:
+    """Cut the file to `size` (direct writes may have padded the last block), make it durable and
+    move it into place; closes `fd`."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, final)
     dir_fd = os.open(final.parent, os.O_RDONLY)
     try:
@@ -107,12 +141,18 @@ class Transfers:
         self.downloads: dict[str, Job] = {}
         self.rebuilds: dict[str, Job] = {}
         self.repairs_done = 0
+        self.staging = spool.StagingBuffers()
 
     # ---- upload ---------------------------------------------------------------------------------
 
     async def upload(self, job: Job, item: Item, source: Path, session_key: bytes, suppliers: list[str],
                      window: int, on_ready: Callable[[Item, Version], Awaitable[None]]) -> None:
-        """Store `source` as a new version of `item`; sets the version's final state."""
+        """Store `source` as a new version of `item`; sets the version's final state.
+
+        One worker thread reads, seals and spools a block at a time into buffers reused for every
+        block; the fragments wait in reused spool files (`SpoolSlots`), not in memory, while up to
+        `window` blocks are being sent.
+        """
         version = self.catalog.version(job.uid)
         assert version is not None
         n, k = len(suppliers), blocks.data_shares(len(suppliers))
@@ -120,11 +160,12 @@ class Transfers:
         running: set[asyncio.Task[None]] = set()
         failures: list[str] = []
         block_no = 0
+        slots = self.mover.slots(window, n)
+        stager = _BlockStager(job.block_size, n, session_key, job.uid)
 
-        async def one_block(number: int, plain: bytes) -> None:
+        async def one_block(number: int, staged: _Staged, paths: list[Path]) -> None:
             try:
-                sealed = await asyncio.to_thread(blocks.seal, session_key, job.uid, number, plain, n)
-                results = await self.mover.send_block(job.key_id, job.uid, number, sealed, suppliers)
+                results = await self.mover.send_block(job.key_id, job.uid, number, staged.hashes, paths, suppliers)
                 acked = 0
                 for idurl, ok, reason in results:
                     if idurl and reason != "vacant":
@@ -134,27 +175,35 @@ class Transfers:
                     reasons = sorted({r for _, ok, r in results if not ok})
                     failures.append(f"block {number}: {acked} of {k} suppliers acknowledged ({', '.join(reasons)})")
                     return
-                self.catalog.put_block(Block(job.uid, number, len(plain), sealed.cipher_size, sealed.hashes))
-                job.bytes_done += len(plain)
+                self.catalog.put_block(Block(job.uid, number, staged.plain_size, staged.cipher_size, staged.hashes))
+                job.bytes_done += staged.plain_size
                 job.blocks_done += 1
                 await self.progress("upload-progress", job.info())
             finally:
+                slots.give(paths)
                 gate.release()
 
         try:
-            handle = await asyncio.to_thread(open, source, "rb")
+            handle = await asyncio.to_thread(open, source, "rb", buffering=0)
             try:
                 while not failures and job.state == "running":
                     await gate.acquire()
-                    plain = await asyncio.to_thread(_read_block, handle, job.block_size)
-                    if not plain and block_no > 0:
+                    paths = slots.take()
+                    try:
+                        staged = await asyncio.to_thread(stager.stage, handle, block_no, paths)
+                    except BaseException:
+                        slots.give(paths)
+                        gate.release()
+                        raise
+                    if staged.plain_size == 0 and block_no > 0:
+                        slots.give(paths)
                         gate.release()
                         break
-                    task = asyncio.ensure_future(one_block(block_no, plain))
+                    task = asyncio.ensure_future(one_block(block_no, staged, paths))
                     running.add(task)
                     task.add_done_callback(running.discard)
                     block_no += 1
-                    if len(plain) < job.block_size:
+                    if staged.plain_size < job.block_size:
                         break
                 if running:
                     await asyncio.gather(*list(running))
@@ -167,6 +216,8 @@ class Transfers:
             failures.append("stopped")
         except OSError as err:
             failures.append(f"cannot read {source}: {err.strerror}")
+        finally:
+            await asyncio.to_thread(slots.remove)
         job.blocks_total = block_no
         if failures or job.state != "running":
             error = failures[0] if failures else "stopped"
@@ -188,16 +239,19 @@ class Transfers:
                        customer_idurl: str | None, destination: Path, window: int,
                        offline: set[str]) -> None:
         """Rebuild `version` into `destination` (atomically); repairs fragments found bad."""
+        window = max(1, min(window, DOWNLOAD_BUFFER // max(1, version.block_size)))
         block_list = self.catalog.blocks(version.uid)
         job.blocks_total = len(block_list)
         destination.parent.mkdir(parents=True, exist_ok=True)
         tmp = destination.parent / f".{destination.name}.part-{secrets.token_hex(4)}"
-        handle = await asyncio.to_thread(open, tmp, "wb")
+        fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         pending: deque[asyncio.Task[bytes]] = deque()
 
         async def write_next() -> None:
             plain = await pending.popleft()
-            await asyncio.to_thread(_write_all, handle, plain)
+            # Past the page cache: a restored file is kept, and filling fresh cache pages costs
+            # more than decrypting the bytes.
+            await asyncio.to_thread(spool.write_at, fd, plain, job.bytes_done, self.staging)
             job.bytes_done += len(plain)
             job.blocks_done += 1
             await self.progress("download-progress", job.info())
@@ -212,12 +266,14 @@ class Transfers:
                 await write_next()
             if job.bytes_done != version.size:
                 raise TransferError(f"rebuilt {job.bytes_done} bytes of {version.size}", reason="size_mismatch")
-            await asyncio.to_thread(_finish_file, handle, tmp, destination)
+            finishing, fd = fd, -1
+            await asyncio.to_thread(_finish_file, finishing, job.bytes_done, tmp, destination)
             job.state = READY
         except BaseException as err:
             for task in pending:
                 task.cancel()
-            await asyncio.to_thread(handle.close)
+            if fd >= 0:
+                await asyncio.to_thread(os.close, fd)
             tmp.unlink(missing_ok=True)
             job.state = FAILED
             job.error = getattr(err, "message", None) or str(err) or type(err).__name__

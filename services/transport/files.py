@@ -36,6 +36,7 @@ class PayloadFiles:
     def __init__(self, spool_dir: Path, readable: Sequence[Path]):
         self.spool_dir = spool_dir
         self.readable = tuple(readable)
+        self.staging = spool.StagingBuffers()
 
     @classmethod
     def for_home(cls, home: NodeHome) -> "PayloadFiles":
@@ -47,8 +48,11 @@ class PayloadFiles:
         os.chmod(self.spool_dir, 0o700)
         return spool.sweep(self.spool_dir, max_age)
 
-    async def read(self, path: str, payload_sha256: Any = None) -> tuple[bytearray, bytes | None]:
+    async def read(self, path: str, payload_sha256: Any = None, direct: bool = False) -> tuple[Buffer, bytes | None]:
         """The content of a file a local process named, and its hash if the process gave it.
+
+        `direct` reads a large file past the page cache (see `spool.read_file`): for a kept file
+        sent once, not for a spool file just written (its pages are still in memory).
 
         Raises:
             InvalidArgumentError: the path is outside the allowed folders or not a regular file
@@ -64,25 +68,30 @@ class PayloadFiles:
             raise InvalidArgumentError("payload_sha256 must be 64 hex digits") from None
         real = spool.resolve_inside(path, self.readable)
         try:
-            data = await asyncio.to_thread(spool.read_file, real, MAX_PAYLOAD_SIZE)
+            data = await asyncio.to_thread(spool.read_file, real, MAX_PAYLOAD_SIZE, direct)
         except PermissionError:
             raise InvalidArgumentError(f"{path} cannot be read", reason="invalid_path") from None
         except OSError as err:
             raise NodeError(f"{path} cannot be read: {err.strerror}", reason="file_unreadable") from None
         return data, digest
 
-    async def write(self, pkt: Packet) -> dict[str, Any]:
+    async def write(self, pkt: Packet, kept: bool = False) -> dict[str, Any]:
         """Write an arrived packet's payload to a new spool file; the fields that hand it on.
+
+        `kept` says the receiver will likely keep the file (a fragment a supplier stores): a large
+        one is then written past the page cache (see `spool.write_new`), while a file that is read
+        back and deleted at once is better served from the page cache.
 
         Returns `{"payload_path", "payload_sha256", "payload_size"}`; whoever gets them owns the file.
         """
         digest = pkt.payload_sha256 or await payload_hash(pkt.payload)
-        path = await self._write(pkt.payload)
+        path = await self._write(pkt.payload, kept)
         return {"payload_path": str(path), "payload_sha256": digest.hex(), "payload_size": len(pkt.payload)}
 
-    async def _write(self, payload: Buffer) -> Path:
+    async def _write(self, payload: Buffer, kept: bool) -> Path:
+        staging = self.staging if kept else None
         try:
-            return await asyncio.to_thread(spool.write_new, self.spool_dir, payload, "in")
+            return await asyncio.to_thread(spool.write_new, self.spool_dir, payload, "in", staging)
         except OSError as err:
             log.error("cannot write to the spool %s: %s", self.spool_dir, err.strerror)
             raise NodeError(f"cannot write to the spool: {err.strerror}", reason="spool_failed") from None
@@ -97,12 +106,13 @@ class PayloadFiles:
         path = doc.get("payload_path")
         if path is None:
             return reply
+        temporary = doc.get("payload_path_temporary") is True
         try:
-            data, _ = await self.read(path)
+            data, _ = await self.read(path, direct=not temporary)
         except NodeError as err:
             log.warning("inbox consumer replied with an unusable payload_path: %s", err.reason)
             return {"command": "Fail", "payload": f"handler replied with an unusable payload_path: {err.reason}"}
-        if doc.get("payload_path_temporary") is True:
+        if temporary:
             spool.remove(Path(path))
         loaded = {k: v for k, v in doc.items() if k not in ("payload_path", "payload_path_temporary")}
         loaded["payload_raw"] = data

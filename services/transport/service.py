@@ -95,7 +95,7 @@ class BusInbox:
         if not pkt.binary:
             reply = await self.bus.request_raw(subject, codec.dumps(inbox_body(pkt)), timeout)
             return await self.files.load_reply(reply)
-        handed = await self.files.write(pkt)
+        handed = await self.files.write(pkt, kept=pkt.command == "Data")
         try:
             body = dict(inbox_body(pkt, with_payload=False), binary=True, **handed)
             return await self.files.load_reply(await self.bus.request_raw(subject, codec.dumps(body), timeout))

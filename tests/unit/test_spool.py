@@ -56,3 +56,31 @@ def test_sweep_removes_only_old_files(tmp_path):
     (tmp_path / "folder").mkdir()
     assert spool.sweep(tmp_path) == 1 and not old.exists() and fresh.exists() and (tmp_path / "folder").exists()
     assert spool.sweep(tmp_path / "missing") == 0
+
+
+@pytest.mark.parametrize("size", [spool.DIRECT_MIN, 3 * 1024 * 1024 + 5])
+def test_large_files_written_and_read_past_the_page_cache_are_the_same(tmp_path, size):
+    data = os.urandom(size)
+    staging = spool.StagingBuffers(size=1024 * 1024, keep=1)
+    path = spool.write_new(tmp_path, data, prefix="in", staging=staging)
+    assert path.stat().st_size == size and path.read_bytes() == data
+    assert spool.read_file(path, direct=True) == data and spool.read_file(path) == data
+
+
+def test_write_at_pads_only_past_the_end(tmp_path):
+    staging = spool.StagingBuffers(size=1024 * 1024, keep=1)
+    first, second = os.urandom(spool.DIRECT_MIN + 100), os.urandom(spool.DIRECT_MIN)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        spool.write_at(fd, first, 0, staging)
+        spool.write_at(fd, second, len(first), staging)  # unaligned offset: through the page cache
+        os.ftruncate(fd, len(first) + len(second))
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == first + second
+
+
+def test_small_files_skip_direct_io(tmp_path):
+    staging = spool.StagingBuffers(size=1024 * 1024, keep=1)
+    path = spool.write_new(tmp_path, b"small", staging=staging)
+    assert spool.read_file(path, direct=True) == b"small"

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from services.storage import blocks
+from services.storage import blocks, fragments
 from common.errors import ConflictError, InvalidArgumentError
 from services.storage.catalog import READY, Block, Catalog, split_remote_path
 
@@ -20,6 +20,32 @@ def test_any_k_of_n_rebuilds_the_block(size):
     for chosen in itertools.combinations(range(4), 2):
         cipher = blocks.reassemble({p: sealed.fragments[p] for p in chosen}, 4, sealed.cipher_size)
         assert blocks.open_block(key, "F1-ab", 3, cipher) == plain
+
+
+def test_sealing_into_a_reused_buffer_gives_the_same_fragments():
+    key, buffer = os.urandom(32), bytearray(blocks.sealed_size(100_000, 4))
+    for block_no, size in enumerate((100_000, 99_999, 1)):
+        plain = os.urandom(size)
+        fresh = blocks.seal(key, "F1-ab", block_no, plain, 4)
+        reused = blocks.seal(key, "F1-ab", block_no, memoryview(plain), 4, buffer)
+        assert [bytes(f) for f in reused.fragments] == [bytes(f) for f in fresh.fragments]
+        assert reused.hashes == fresh.hashes and reused.cipher_size == fresh.cipher_size == size + blocks.TAG_SIZE
+        cipher = blocks.reassemble({2: reused.fragments[2], 1: reused.fragments[1]}, 4, reused.cipher_size)
+        assert blocks.open_block(key, "F1-ab", block_no, cipher) == plain
+
+
+def test_spool_slots_are_rewritten_in_place(tmp_path):
+    slots = fragments.SpoolSlots(tmp_path, sets=2, per_set=3)
+    first, second = slots.take(), slots.take()
+    assert len(set(first) | set(second)) == 6
+    fragments.write_slots(first, [b"a" * 10, b"b" * 10, memoryview(b"c" * 10)])
+    inode = first[0].stat().st_ino
+    fragments.write_slots(first, [b"x" * 4, b"y" * 4, b"z" * 4])
+    assert [p.read_bytes() for p in first] == [b"xxxx", b"yyyy", b"zzzz"] and first[0].stat().st_ino == inode
+    slots.give(first)
+    assert slots.take() == first
+    slots.remove()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tampered_or_misplaced_fragment_fails_authentication():

@@ -173,13 +173,22 @@ async def test_bad_names_and_payloads_are_refused(node: Node):
 
     assert reason(await node.put(ALICE, "m", b"d", path=node.spool / "missing")) == "bad_payload"
     assert reason(await node.put(ALICE, "s", b"data", size=3)) == "bad_payload"
-    assert reason(await node.put(ALICE, "h", b"data", sha256="0" * 64)) == "bad_payload"
+    assert reason(await node.put(ALICE, "h", b"data", sha256="0" * 63)) == "invalid_request"
     ack(await node.put(ALICE, "mine", b"data"))
     # A payload path inside the store (another object) is never moved.
     assert reason(await node.put(ALICE, "steal", b"data", path=node.final(ALICE, "mine"))) == "bad_payload"
     assert node.final(ALICE, "mine").exists()
     assert reason(await node.put(BOB, "x", b"d")) == "not_a_customer"
     assert sorted(p.name for p in node.final(ALICE, "x").parent.iterdir()) == ["mine"]
+
+
+async def test_the_transports_hash_is_recorded_not_recomputed(node: Node):
+    # The transport hashed the bytes as they arrived and checked that hash against the sender's
+    # signature; the supplier indexes it as given instead of reading the file back.
+    ack(await node.hire(ALICE, 1000))
+    claimed = hashlib.sha256(b"as signed").hexdigest()
+    assert ack(await node.put(ALICE, "f", b"as spooled", sha256=claimed))["sha256"] == claimed
+    assert node.final(ALICE, "f").read_bytes() == b"as spooled"
 
 
 async def test_malformed_documents_fail_without_raising(node: Node):
