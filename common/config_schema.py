@@ -52,6 +52,20 @@ class Option:
             info["possible_values"] = list(self.possible)
         return info
 
+    def help(self) -> str:
+        """A sentence on what the option takes: the `info` that `include_info` adds."""
+        parts = [f"{self.label or self.key.rsplit('/', 1)[-1]}: {self.type}"]
+        if self.possible is not None:
+            parts.append("one of " + ", ".join(str(v) for v in self.possible))
+        elif self.min is not None or self.max is not None:
+            low = "-" if self.min is None else self.min
+            high = "-" if self.max is None else self.max
+            parts.append(f"from {low} to {high}")
+        parts.append(f"default {_reference_default(self)!s}" if self.default != "" else "empty by default")
+        if self.readonly:
+            parts.append("read only")
+        return "; ".join(parts)
+
 
 def _reference_default(option: Option) -> Any:
     # The reference engine reports boolean defaults as text; clients compare against that.

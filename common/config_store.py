@@ -46,8 +46,12 @@ class ConfigStore:
     def save(self) -> None:
         atomic_write(self.path, codec.dumps(dict(sorted(self._values.items()))), mode=0o600)
 
-    def describe(self, key: str) -> dict[str, Any]:
-        return option(key).describe(self.get(key))
+    def describe(self, key: str, include_info: bool = False) -> dict[str, Any]:
+        found = option(key)
+        described = found.describe(self.get(key))
+        if include_info:
+            described["info"] = found.help()
+        return described
 
     def keys(self, sort: bool = False) -> list[str]:
         return sorted(OPTIONS) if sort else list(OPTIONS)
@@ -60,5 +64,5 @@ class ConfigStore:
             *parents, leaf = key.split("/")
             for part in parents:
                 node = node.setdefault(part, {})
-            node[leaf] = self.describe(key) if include_info else self.get(key)
+            node[leaf] = self.describe(key, include_info)
         return root

@@ -156,11 +156,11 @@ class ApiService(ServiceBase):
 
     @endpoint()
     async def configs_list(self, sort: bool = False, include_info: bool = False) -> list[dict[str, Any]]:
-        return [self.ctx.config.describe(key) for key in self.ctx.config.keys(sort)]
+        return [self.ctx.config.describe(key, bool(include_info)) for key in self.ctx.config.keys(bool(sort))]
 
     @endpoint()
     async def configs_tree(self, include_info: bool = False) -> list[dict[str, Any]]:
-        return [self.ctx.config.tree(include_info=True)]
+        return [self.ctx.config.tree(include_info=bool(include_info))]
 
     async def _config_changed(self, keys: list[str]) -> None:
         await self.ctx.bus.publish_event(subjects.CONFIG_CHANGED_EVENT, {"keys": keys})

@@ -130,6 +130,9 @@ def test_config_round_trip_and_tree(net):
     tree = client.ok("configs_tree")[0]
     assert set(tree) == {"interface", "logs", "paths", "personal", "services"}
     assert tree["services"]["customer"]["suppliers-number"]["value"] == 4
+    assert "info" not in tree["services"]["customer"]["suppliers-number"]
+    detailed = {o["key"]: o for o in client.ok("configs_list", include_info=True)}
+    assert "one of 2, 4" in detailed["services/customer/suppliers-number"]["info"]
     client.ok("config_set", key="services/customer/suppliers-number", value=2)
 
 

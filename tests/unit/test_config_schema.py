@@ -56,3 +56,14 @@ def test_tree_and_describe(tmp_path):
     leaf = tree["services"]["customer"]["suppliers-number"]
     assert leaf["possible_values"] == [2, 4, 7, 13, 18, 26, 64] and leaf["value"] == 2
     assert store.describe("interface/api/auth-secret-enabled")["default"] == "true"
+
+
+def test_include_info_adds_the_help_text(tmp_path):
+    store = ConfigStore(tmp_path / "o.json")
+    plain = store.describe("services/customer/suppliers-number")
+    assert "info" not in plain
+    described = store.describe("services/customer/suppliers-number", include_info=True)
+    assert described["info"].startswith("number of suppliers") and "one of 2, 4, 7" in described["info"]
+    assert "from 1 to 65535" in store.describe("interface/api/rest-http-port", True)["info"]
+    assert "info" not in store.tree(include_info=False)["interface"]["api"]["rest-http-port"]
+    assert "info" in store.tree(include_info=True)["interface"]["api"]["rest-http-port"]
