@@ -96,6 +96,8 @@ _BASE: tuple[Option, ...] = (
     _port("interface/api/rest-http-port", 8180),
     _flag("interface/api/web-socket-enabled", True),
     _port("interface/api/web-socket-port", 8280),
+    _flag("interface/api/legacy-status-codes", False,
+          "answer every REST envelope, errors included, with HTTP 200 as the reference engine does"),
     _port("interface/bus/port", 8380, "local bus (nats-server) port"),
     _flag("interface/ftp/enabled", False),
     _port("interface/ftp/port", 8021),

@@ -29,15 +29,62 @@ _TYPE_HINTS: dict[str, str] = {
     "data": "json", "query_details": "json",
 }
 
-# Alternative names that clients of the reference engine send (see the notes in the spec).
+# Names under which the reference engine's REST handlers (bitdust/interface/api_rest_http_server.py in
+# bitdust-io/devel) or its documents read a parameter, mapped to our parameter name. Where one of
+# our parameters has several, they are listed in the reference's order of precedence; our own name
+# always wins over an alias.
+_ID = ("global_id", "idurl", "id")
+_TRUSTED = ("trusted_global_id", "trusted_idurl", "trusted_id")
+
+
+def _names(target: str, *names: str) -> dict[str, str]:
+    return {name: target for name in names}
+
+
 _ALIASES: dict[str, dict[str, str]] = {
+    "identity_get": {"xml_source": "include_xml_source"},
+    "identity_backup": {"destination_path": "destination_filepath"},  # older reference handlers
+    "identity_recover": {"private_key_local_file": "private_key_source"},  # a path: the identity reads the file
+    "key_create": {"alias": "key_alias"},
+    "files_list": {"uploads": "include_uploads", "downloads": "include_downloads"},
+    "file_info": {"uploads": "include_uploads", "downloads": "include_downloads"},
+    "files_uploads": {"running": "include_running", "pending": "include_pending"},
     "file_download_start": {"destination_folder": "destination_path", "local_path": "destination_path"},
-    "user_status": {"id": "user_id", "global_id": "user_id", "idurl": "user_id"},
-    "user_status_check": {"id": "user_id", "global_id": "user_id", "idurl": "user_id"},
-    "user_ping": {"id": "user_id", "global_id": "user_id", "idurl": "user_id"},
+    "shares_list": {"active": "only_active", "mine": "include_mine", "granted": "include_granted"},
+    "share_grant": _names("trusted_user_id", *_TRUSTED),
+    "group_info_dht": _names("group_creator_id", "group_creator_idurl", "id"),
+    "group_share": {**_names("trusted_user_id", *_TRUSTED), "key_id": "group_key_id"},
+    "friend_add": _names("trusted_user_id", *_ID),
+    "friend_remove": _names("user_id", *_ID),
+    "user_ping": _names("user_id", *_ID),
+    "user_status": _names("user_id", *_ID),
+    "user_status_check": _names("user_id", *_ID),
     "message_history": {"id": "recipient_id"},
-    "group_share": {"key_id": "group_key_id"},
+    "message_send": _names("recipient_id", *_ID),
+    "suppliers_list": _names("customer_id", "customer_idurl", "id"),
+    "supplier_change": {**_names("position", "pos", "index"),
+                        **_names("supplier_id", "supplier_idurl", "supplier_glob_id"),
+                        **_names("new_supplier_id", "new_global_id", "new_idurl")},
+    "suppliers_list_dht": _names("customer_id", "customer_idurl", "id"),
+    "customer_reject": _names("customer_id", *_ID),
+    "dht_node_find": {"dht_id": "node_id_64"},
 }
+
+# Parameters reference clients send that mean nothing here: accepted (never an `unknown_parameter`
+# refusal), documented in `/openapi.json`, and not passed on.
+_NO_EFFECT: dict[str, dict[str, str]] = {
+    "files_sync": {"force": "every sync reads each supplier's whole listing"},
+    "file_upload_start": {"open_share": "the reference handler does not read it either"},
+    "file_download_start": {"open_share": "the reference handler does not read it either"},
+    "message_send": {"timeout": "the reference handler does not read it either; see ping_timeout, message_ack_timeout"},
+}
+
+# The reference's event_send handler takes the whole JSON body as `data`.
+_BODY_PARAM: dict[str, str] = {"event_send": "data"}
+
+# Names every method accepts: the secret may come in the query; path segments of an option key.
+_ALWAYS_ACCEPTED = frozenset({"api_secret"})
+_CONFIG_KEY_PARTS = ("key1", "key2", "key3")
 
 
 @dataclass(frozen=True)
@@ -81,20 +128,36 @@ class Method:
     doc: str = ""
     ws_only: bool = False
     aliases: dict[str, str] = field(default_factory=dict)
+    no_effect: dict[str, str] = field(default_factory=dict)
+    body_param: str | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+    def accepted_names(self) -> list[str]:
+        """Every name a request may carry for this method: parameters, aliases, names with no effect."""
+        return [p.name for p in self.params] + list(self.aliases) + list(self.no_effect)
+
+    def adopt_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The request values a JSON body gives.
+
+        For a method with a body parameter (`event_send`), a body that names anything but this
+        method's parameters is itself the value of that parameter, as in the reference engine.
+        """
+        if self.body_param is None or not body:
+            return body
+        if set(body) <= {p.name for p in self.params} | _ALWAYS_ACCEPTED:
+            return body
+        return {self.body_param: body}
 
     def bind(self, raw: dict[str, Any], from_text: bool) -> dict[str, Any]:
         """Typed keyword arguments from request values; raises `InvalidArgumentError`.
 
         `from_text` is true for query strings and path parameters, where every value is text.
-        Unknown parameters are ignored (as the reference engine does); missing required ones
-        are refused.
+        Aliases are resolved; a name that is neither a parameter, an alias nor a known no-op is
+        refused (`unknown_parameter`), and so is a missing required parameter.
         """
-        given = {self.aliases.get(k, k): v for k, v in raw.items() if k != "api_secret"}
-        if self.name in ("config_get", "config_set") and "key1" in given:
-            given["key"] = "/".join(str(given.pop(k)) for k in ("key1", "key2", "key3") if k in given)
+        given = self._resolve(raw)
         kwargs: dict[str, Any] = {}
         for param in self.params:
             if param.name not in given:
@@ -103,6 +166,24 @@ class Method:
                 continue
             kwargs[param.name] = coerce(param, given[param.name], from_text)
         return kwargs
+
+    def _resolve(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Request values under our parameter names; raises `InvalidArgumentError` on unknown names."""
+        raw = {k: v for k, v in raw.items() if k not in _ALWAYS_ACCEPTED and k not in self.no_effect}
+        if self.name in ("config_get", "config_set") and _CONFIG_KEY_PARTS[0] in raw:
+            raw["key"] = "/".join(str(raw.pop(k)) for k in _CONFIG_KEY_PARTS if k in raw)
+        own = {p.name for p in self.params}
+        unknown = sorted(k for k in raw if k not in own and k not in self.aliases)
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown parameter {', '.join(unknown)} for {self.name}; accepted: "
+                f"{', '.join(self.accepted_names()) or 'none'}", reason="unknown_parameter")
+        given = {k: v for k, v in raw.items() if k in own}
+        # Aliases in table order: the first one given wins, and never over our own name.
+        for alias, target in self.aliases.items():
+            if alias in raw and target not in given:
+                given[target] = raw[alias]
+        return given
 
 
 def coerce(param: Param, value: Any, from_text: bool) -> Any:
@@ -256,5 +337,7 @@ def load() -> Registry:
             doc=item.get("doc", ""),
             ws_only=bool(item.get("ws_only")),
             aliases=_ALIASES.get(item["name"], {}),
+            no_effect=_NO_EFFECT.get(item["name"], {}),
+            body_param=_BODY_PARAM.get(item["name"]),
         ))
     return Registry(methods)

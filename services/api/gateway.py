@@ -33,6 +33,9 @@ LONG_TIMEOUT = 3600.0
 WS_ONLY = ("enable_model_listener", "disable_model_listener", "request_model_data")
 
 SERVICE_KEY = web.AppKey("service", ApiService)
+# Marks the REST application: only REST answers follow `interface/api/legacy-status-codes`.
+REST_KEY = web.AppKey("rest", bool)
+LEGACY_STATUS_OPTION = "interface/api/legacy-status-codes"
 
 
 def envelope_ok(doc: dict[str, Any], began: float) -> dict[str, Any]:
@@ -98,6 +101,7 @@ class Gateway:
     async def start(self) -> None:
         rest = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
         rest[SERVICE_KEY] = self.service
+        rest[REST_KEY] = True
         rest.router.add_route("*", "/{tail:.*}", self._handle_rest)
         ws = web.Application(middlewares=[self._guard])
         ws.router.add_get("/{tail:.*}", self._handle_ws)
@@ -133,8 +137,14 @@ class Gateway:
             if not hmac.compare_digest(given.encode(), self.ctx.home.api_secret().encode()):
                 raise AuthError("api_secret is wrong", reason="forbidden", status=403)
         except NodeError as err:
-            return web.json_response(envelope_error(err, began), status=err.status, dumps=_dumps)
+            status = self._rest_status(err.status) if request.app.get(REST_KEY) else err.status
+            return web.json_response(envelope_error(err, began), status=status, dumps=_dumps)
         return await handler(request)
+
+    def _rest_status(self, status: int) -> int:
+        """The HTTP status of a REST envelope: always 200 under the legacy option."""
+        # Read per request, so a `config_set` or a `config-changed` reload takes effect at once.
+        return 200 if self.ctx.config.get(LEGACY_STATUS_OPTION) else status
 
     # ---- dispatch ------------------------------------------------------------------------
 
@@ -190,12 +200,13 @@ class Gateway:
                         raise InvalidArgumentError("request body is not valid JSON") from None
                     if not isinstance(parsed, dict):
                         raise InvalidArgumentError("request body must be a JSON object")
-                    raw.update(parsed)
+                    raw.update(method.adopt_body(parsed))
                     from_text = False
             raw.update(path_params)
             kwargs = method.bind(raw, from_text=from_text)
         except NodeError as err:
-            return web.json_response(envelope_error(err, began), status=err.status, dumps=_dumps)
+            return web.json_response(envelope_error(err, began), status=self._rest_status(err.status),
+                                     dumps=_dumps)
         doc, actions = await self.call_collecting(method, kwargs)
         response = self._respond(doc, began)
         if actions:
@@ -205,10 +216,10 @@ class Gateway:
                 asyncio.ensure_future(action())
         return response
 
-    @staticmethod
-    def _respond(doc: dict[str, Any], began: float) -> web.Response:
+    def _respond(self, doc: dict[str, Any], began: float) -> web.Response:
         if "error" in doc:
-            return web.json_response(envelope_from_wire(doc, began), status=wire_status(doc), dumps=_dumps)
+            return web.json_response(envelope_from_wire(doc, began), status=self._rest_status(wire_status(doc)),
+                                     dumps=_dumps)
         return web.json_response(envelope_ok(doc, began), dumps=_dumps)
 
     # ---- WebSocket -----------------------------------------------------------------------

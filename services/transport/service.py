@@ -361,7 +361,8 @@ class TransportService(ServiceBase):
             found = await self.ctx.bus.call_internal("dht", "stun", timeout=20)
         except NodeError as err:
             raise UnavailableError(f"STUN failed: {err.message}", reason="stun_failed") from None
-        return dict(found or {}, result="stun")
+        # The reference's fields: one peer's answer cannot tell a symmetric NAT, hence type "unknown".
+        return dict(found or {}, result="stun-success", type="unknown", details=[])
 
     @endpoint()
     async def user_ping(self, user_id: str, timeout: float | None = None, retries: int = 1) -> Reply:

@@ -51,3 +51,12 @@ def test_lists_json_and_aliases():
     download = load().get("file_download_start")
     assert download.bind({"remote_path": "p", "destination_folder": "/tmp"}, False)["destination_path"] == "/tmp"
     assert "api_secret" not in load().get("process_health").bind({"api_secret": "s"}, True)
+
+
+def test_unknown_parameters_are_refused_not_dropped():
+    dht = load().get("suppliers_list_dht")
+    assert dht.bind({"id": "alice@host_1"}, True) == {"customer_id": "alice@host_1"}
+    with pytest.raises(InvalidArgumentError, match="unknown parameter nope") as caught:
+        dht.bind({"nope": "1"}, True)
+    assert caught.value.reason == "unknown_parameter"
+    assert load().get("service_restart").bind({"service_name": "x"}, True) == {"service_name": "x"}
