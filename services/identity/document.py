@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -167,16 +168,28 @@ def new_document(sources: list[str], contacts: list[str], key: rsa.RSAPrivateKey
     return doc.signed(key)
 
 
+_ENCODING = re.compile(r"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']+)["'][^>]*\?>""")
+
+
 def parse(xml: bytes | str) -> IdentityDocument:
     """Parse and check a document, without verifying its signature; raises `DocumentError`."""
     raw = xml.encode("utf-8") if isinstance(xml, str) else xml
     if len(raw) > MAX_DOCUMENT_SIZE:
         raise DocumentError(f"identity document is larger than {MAX_DOCUMENT_SIZE} bytes")
+    # Only UTF-8: any other encoding would hide a DTD from the check below (UTF-16 interleaves zeros).
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DocumentError("identity document must be UTF-8") from None
+    text = text.removeprefix("\ufeff")
+    declared = _ENCODING.match(text)
+    if declared and declared.group(1).lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise DocumentError(f"identity document must be UTF-8, not {declared.group(1)}")
     # Entity declarations are the vector of XML bombs; an identity never needs them.
-    if b"<!DOCTYPE" in raw.upper() or b"<!ENTITY" in raw.upper():
+    if "<!DOCTYPE" in text.upper() or "<!ENTITY" in text.upper():
         raise DocumentError("identity document must not declare a DTD or entities")
     try:
-        root = ET.fromstring(raw)
+        root = ET.fromstring(_ENCODING.sub("", text, count=1))
     except ET.ParseError as exc:
         raise DocumentError(f"identity document is not well-formed XML: {exc}") from None
     if root.tag != "identity":

@@ -110,3 +110,12 @@ def test_canonical_form_excludes_only_the_signature(key):
     doc = document.new_document(SOURCES, CONTACTS, key)
     assert dataclasses.replace(doc, signature="x").canonical() == doc.canonical()
     assert dataclasses.replace(doc, postage="2").canonical() != doc.canonical()
+
+
+def test_only_utf8_documents_are_parsed():
+    bomb = ('<?xml version="1.0" encoding="utf-16"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            '<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><identity><sources><source>&lol2;</source></sources></identity>')
+    for raw in (bomb.encode("utf-16"), bomb.encode("utf-8"),
+                b'<?xml version="1.0" encoding="latin-1"?><identity/>', b"\xff\xfe<\x00i\x00"):
+        with pytest.raises(DocumentError):
+            document.parse(raw)
