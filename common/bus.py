@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 VERSION = "0.1.0"
+MAX_BUS_PAYLOAD = 24 * 1024 * 1024
+"""nats-server `max_payload` (deploy/templates/nats.conf.tmpl): a packet's largest payload and header
+(`common.packet`) plus the JSON around them fit, so whatever a peer may send can cross the bus."""
 
 
 META_HEADER = "Bitdust-Meta"
@@ -91,6 +94,8 @@ class Bus:
             raise DeadlineError(f"{subject} did not answer in {timeout:g}s") from None
         except nats.errors.ConnectionClosedError:
             raise UnavailableError("the local bus is closed") from None
+        except nats.errors.MaxPayloadError:
+            raise _too_large(subject, len(payload)) from None
 
     async def request_raw(self, subject: str, payload: bytes, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         """Send a request and return the decoded reply document (result or error).
@@ -227,6 +232,9 @@ def _make_handler(bus: Bus, func: Callable[..., Awaitable[Any]], name: str) -> C
 
     async def run(request: Request) -> None:
         reply = await dispatch(func, request.data, name, signature)
+        if len(reply) > bus.nc.max_payload:
+            # Fail fast: an unsendable reply would leave the caller waiting for its timeout.
+            reply = codec.dumps(_too_large(f"the reply of {name}", len(reply)).to_wire())
         try:
             await request.respond(reply)
         except Exception as exc:  # noqa: BLE001 - the caller may be gone
@@ -244,3 +252,8 @@ def _not_built(name: str) -> Callable[..., Awaitable[Any]]:
         raise NotBuiltError(f"{name} is not implemented yet")
 
     return not_built
+
+
+def _too_large(what: str, size: int) -> NodeError:
+    return NodeError(f"{what} is {size} bytes, over the local bus limit of {MAX_BUS_PAYLOAD} bytes",
+                     reason="payload_too_large", status=413)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common import codec, subjects
+from common.bus import MAX_BUS_PAYLOAD
 from common.config_store import ConfigStore
 from common.errors import UnavailableError
 from common.home import NodeHome
@@ -44,7 +45,7 @@ def render(home: NodeHome, nodaemon: bool = False) -> Path:
         "home": home.root, "run": home.run, "logs": home.logs, "project": PROJECT_DIR, "python": sys.executable,
         "bus_port": config.get("interface/bus/port"), "bus_token": home.bus_token(),
         "nats_server": nats_server_binary(), "node_name": home.root.name or "node",
-        "nodaemon": "true" if nodaemon else "false",
+        "nodaemon": "true" if nodaemon else "false", "max_payload": MAX_BUS_PAYLOAD,
     }
     programs = "".join(
         _template("program.conf.tmpl").format(name=name, priority=20 + index, **values)

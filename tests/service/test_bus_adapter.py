@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from common.bus import MAX_BUS_PAYLOAD
 from common.endpoint import Reply, endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, UnavailableError
 from common.process import ServiceBase
@@ -58,3 +61,21 @@ async def test_request_to_absent_process_fails_fast(bus_home):
             await bus.call_internal("messaging", "ping", timeout=5)
     finally:
         await bus.close()
+
+
+async def test_oversize_request_and_reply_fail_fast_with_413(bus_home):
+    async with running_service(bus_home, "storage", Echo):
+        bus = await connect(bus_home)
+        try:
+            assert bus.nc.max_payload == MAX_BUS_PAYLOAD
+            began = time.monotonic()
+            with pytest.raises(NodeError) as request:
+                await bus.call_internal("storage", "echo", timeout=30, text="x" * (MAX_BUS_PAYLOAD + 1))
+            with pytest.raises(NodeError) as reply:
+                await bus.call_internal("storage", "echo", timeout=30, text="x" * 1024,
+                                        times=MAX_BUS_PAYLOAD // 1024 + 1)
+            assert (request.value.status, request.value.reason) == (413, "payload_too_large")
+            assert (reply.value.status, reply.value.reason) == (413, "payload_too_large")
+            assert time.monotonic() - began < 10  # neither waited for its 30 s timeout
+        finally:
+            await bus.close()
