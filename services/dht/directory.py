@@ -149,6 +149,10 @@ class Directory:
             return ReadOutcome(data=env["data"], env=env)
         return None
 
+    async def verify_envelope(self, env: dict[str, Any]) -> None:
+        """`verify` for an envelope a peer asks us to store, at the place it names."""
+        await self.verify(env, env["record_type"], env["key"], env["layer_id"])
+
     async def verify(self, env: dict[str, Any], record_type: str, key: str, layer_id: int) -> None:
         """Raise `RecordError` unless `env` is a genuine record of this type at this key."""
         records.check_envelope_place(env, layer_id, record_type, key)

@@ -16,7 +16,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from kademlia.node import Node
 
@@ -58,6 +58,8 @@ class DhtNode:
         self.transport: asyncio.DatagramTransport | None = None
         self.address: tuple[str, int] | None = None
         self.on_new_contact: Callable[[Node], None] | None = None
+        self.verifier: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        """Checks the owner's signature of a record a peer asks us to store (see `DhtProtocol.rpc_store`)."""
 
     def _stored_or_new_id(self) -> bytes:
         # A restarted node keeps its id: the values it held are still "its" values.
@@ -79,6 +81,7 @@ class DhtNode:
             local_addr=(interface, port),
         )
         self.protocol.on_new_contact = self._new_contact
+        self.protocol.verifier = self.verifier
         sockname = self.transport.get_extra_info("sockname")
         self.address = (sockname[0], int(sockname[1]))
         self.node.ip, self.node.port = self.address

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from kademlia.crawling import NodeSpiderCrawl, RPCFindResponse, ValueSpiderCrawl
 from kademlia.node import Node
@@ -29,6 +29,8 @@ from services.dht.storage import DhtStore
 log = logging.getLogger(__name__)
 
 ID_SIZE = 20
+MAX_VERIFYING = 8
+"""Signature checks of peers' STOREs running at once; more are refused until one finishes."""
 
 
 class CountingTransport:
@@ -65,6 +67,8 @@ class TrafficStats:
         """RPCs this node sent, by name."""
         self.rpc_responses: Counter[str] = Counter()
         """RPCs this node answered, by name."""
+        self.refused: Counter[str] = Counter()
+        """Peers' STOREs refused, by reason (bad signature, from the future, too busy to check)."""
 
 
 _CAMEL = {"find_node": "findNode", "find_value": "findValue", "store": "store", "ping": "ping", "stun": "stun"}
@@ -81,6 +85,9 @@ class DhtProtocol(KademliaProtocol):
         self.stats = TrafficStats()
         self.on_new_contact: Any = None
         """Called with each node added to the routing table (the node uses it to notice a join)."""
+        self.verifier: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        """Raises `records.RecordError` unless a peer's envelope is signed by its owner."""
+        self._verifying = 0
 
     # --- transport -------------------------------------------------------------------------
 
@@ -159,37 +166,79 @@ class DhtProtocol(KademliaProtocol):
             self.welcome_if_new(source)
         return self.source_node.id
 
-    def rpc_store(self, sender: Any, nodeid: Any, key: Any, value: Any) -> bool:
+    async def rpc_store(self, sender: Any, nodeid: Any, key: Any, value: Any) -> bool:
+        """A peer asks us to keep a value: check it cheaply, verify its owner's signature, keep it.
+
+        The signature is checked before anything is stored, so a forged record (an owner's name, a
+        bad signature, a far-future `published`) never displaces or blocks the genuine one. At most
+        `MAX_VERIFYING` checks run at once; a flood beyond that is refused, not queued.
+        """
         source = self._sender(sender, nodeid)
         if source is None or not isinstance(key, bytes) or len(key) != ID_SIZE:
             return False
         self.welcome_if_new(source)
-        return self.accept_value(key, value)
+        env = self._admissible(key, value)
+        if env is None:
+            return False
+        if self.verifier is not None and records.needs_signature(env["record_type"]):
+            if self._verifying >= MAX_VERIFYING:
+                self.stats.refused["busy"] += 1
+                return False
+            self._verifying += 1
+            try:
+                await self.verifier(env)
+            except records.RecordError as err:
+                self.stats.refused[err.reason] += 1
+                log.info("refused a %s record for %r: %s", env["record_type"], env["key"], err)
+                return False
+            finally:
+                self._verifying -= 1
+        return self._keep(key, env)
 
     def accept_value(self, dkey: bytes, value: Any) -> bool:
-        """Keep `value` under `dkey` if it is a sane envelope that may replace what is there."""
+        """Keep `value` under `dkey` if it is a sane envelope that may replace what is there.
+
+        For values this node writes itself; a peer's STORE goes through `rpc_store`.
+        """
+        env = self._admissible(dkey, value)
+        return env is not None and self._keep(dkey, env)
+
+    def _admissible(self, dkey: bytes, value: Any) -> dict[str, Any] | None:
+        """The decoded envelope if it belongs at `dkey`, is not from the future and may replace the old one."""
+        now = time.time()
         try:
             env = records.decode_envelope(value)
-            if records.storage_key(env["layer_id"], env["record_type"], env["key"]) != dkey:
-                return False
-            if env["expire_at"] > time.time() + records.MAX_EXPIRE:
-                env["expire_at"] = time.time() + records.MAX_EXPIRE
         except records.RecordError as err:
             log.debug("refused value for %s: %s", dkey.hex(), err)
-            return False
-        old_text = self.values.get(dkey)
-        old = None
-        if old_text is not None:
-            try:
-                old = records.decode_envelope(old_text)
-            except records.RecordError:
-                old = None
+            return None
+        if records.storage_key(env["layer_id"], env["record_type"], env["key"]) != dkey:
+            return None
+        if float(env["published"]) > now + records.MAX_CLOCK_SKEW:
+            self.stats.refused["published_in_future"] += 1
+            return None
+        env["expire_at"] = min(float(env["expire_at"]), now + records.MAX_EXPIRE)
+        old = self._stored(dkey)
+        if env["record_type"] != records.LAYER_MEMBERS and old is not None and not records.may_replace(old, env):
+            return None
+        return env
+
+    def _keep(self, dkey: bytes, env: dict[str, Any]) -> bool:
+        old = self._stored(dkey)
         if env["record_type"] == records.LAYER_MEMBERS:
             env = records.merge_members(old, env)
         elif old is not None and not records.may_replace(old, env):
-            return False
+            return False  # a newer record arrived while this one was verified
         self.values.put(dkey, env, records.canonical(env))
         return True
+
+    def _stored(self, dkey: bytes) -> dict[str, Any] | None:
+        text = self.values.get(dkey)
+        if text is None:
+            return None
+        try:
+            return records.decode_envelope(text)
+        except records.RecordError:
+            return None
 
     def rpc_find_node(self, sender: Any, nodeid: Any, key: Any) -> list[Any]:
         source = self._sender(sender, nodeid)

@@ -32,6 +32,8 @@ DEFAULT_EXPIRE = 60 * 60 * 12
 MAX_EXPIRE = 60 * 60 * 24 * 7
 SKIP_VALIDATION = "skip_validation"
 LAYER_MEMBERS = "layer_members"
+MAX_CLOCK_SKEW = 600
+"""Seconds a record's `published` may lie ahead of a storing node's clock."""
 
 
 class RecordError(Exception):
@@ -196,6 +198,11 @@ def check_envelope_place(env: dict[str, Any], layer_id: int, record_type: str, k
     """A record answered for one key must be the record *of* that key, not one copied from elsewhere."""
     if (env["layer_id"], env["record_type"], env["key"]) != (int(layer_id), record_type, key):
         raise RecordError("record belongs to another key, type or layer", "record_mismatch")
+
+
+def needs_signature(record_type: str) -> bool:
+    """Typed records are signed by their owner; plain values and member lists are not."""
+    return record_type not in (SKIP_VALIDATION, LAYER_MEMBERS)
 
 
 def may_replace(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -54,6 +54,7 @@ class DhtService(ServiceBase):
         self.node = DhtNode(self.store, rpc_timeout=RPC_TIMEOUT)
         self.identity = BusIdentity(ctx)
         self.directory = Directory(self.node, self.identity)
+        self.node.verifier = self.directory.verify_envelope
         self.maintainer = Maintainer(self.node, self.directory, self._seeds, self._my_idurl,
                                      lambda: layers.attached_layers(self.ctx.config.get), self._emit,
                                      ctx.automats)

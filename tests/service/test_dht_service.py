@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
+from kademlia.node import Node as DhtPeer
 
 from common import codec, crypto
 from common.bus import Bus
@@ -216,3 +217,33 @@ async def _users(node: Node, layer_id: int) -> list[str] | None:
         return list(await node.call("dht_user_random", layer_id=layer_id, count=3))
     except NodeError:
         return None
+
+
+async def test_a_forged_record_from_the_future_never_blocks_the_genuine_one(tmp_path: Path):
+    async with dht_network(tmp_path, 3) as nodes:
+        seed, victim, attacker = nodes
+        victim_idurl = "http://127.0.0.1:8084/node1.xml"
+        # The attacker claims the victim's nickname: the victim's name as signer, its own signature,
+        # and a `published` ten days ahead so that no genuine record could ever be newer.
+        data = records.complete_data("nickname", "victim:0", records.nickname_data("victim", 0, victim_idurl))
+        signed = await attacker.client.call_internal(
+            "identity", "sign", data=crypto.b64(records.signed_bytes(0, "nickname", "victim:0", data)))
+        env = records.make_envelope(0, "nickname", "victim:0", data, time.time() + 3600,
+                                    attacker.service.node.dht_id, published=time.time() + 10 * 86400,
+                                    signature={"signer": victim_idurl, "value": signed["signature"]})
+        dkey = records.storage_key(0, "nickname", "victim:0")
+        protocol = attacker.service.node.protocol
+        for target in (seed, victim):
+            peer = DhtPeer(target.service.node.node.id, *target.service.node.address)
+            ok, accepted = await protocol.call_store(peer, dkey, records.canonical(env))
+            assert ok and accepted is False
+        # The same forgery with an honest `published` is refused for its signature.
+        env["published"] = time.time()
+        peer = DhtPeer(seed.service.node.node.id, *seed.service.node.address)
+        assert (await protocol.call_store(peer, dkey, records.canonical(env)))[1] is False
+        refused = seed.service.node.protocol.stats.refused
+        assert refused["published_in_future"] >= 1 and refused["invalid_signature"] >= 1
+
+        await victim.internal("publish_nickname", nickname="victim", idurl=victim_idurl)
+        found = await seed.call("user_search", nickname="victim")
+        assert found["result"] == "exist" and found["idurl"] == victim_idurl
