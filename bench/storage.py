@@ -44,6 +44,8 @@ MIB = 1024 * 1024
 CHUNK = 4 * MIB
 PAGE = 4096
 SUPPLIERS = 4
+OPTIONS: dict[str, str] = {}
+"""Options given with --set, applied to the customer before the run."""
 CUSTOMER = 1
 LONG = 1200.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -234,6 +236,8 @@ def hire(customer: NodeClient, total: int, timeout: float = 120) -> list[str]:
     customer.ok("config_set", key="services/customer/needed-space", value=needed)
     customer.ok("config_set", key="services/employer/replace-offline-after", value=3600)
     customer.ok("config_set", key="services/customer/suppliers-number", value=SUPPLIERS)
+    for key, value in OPTIONS.items():
+        customer.ok("config_set", key=key, value=value)
     deadline = time.monotonic() + timeout
     while not connected(customer):
         if time.monotonic() > deadline:
@@ -352,8 +356,15 @@ def main() -> None:
     parser.add_argument("--port-offset", type=int, default=OFFSET,
                         help="added to every port of the local network (pick one no other run uses)")
     parser.add_argument("--keep", action="store_true", help="leave the network running (and its folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option to set on the customer before the run (repeatable)")
     args = parser.parse_args()
     sizes = sorted(parse_size(s) for s in args.sizes.split(",") if s.strip())
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set wants KEY=VALUE, not {item!r}")
+        OPTIONS[key.strip()] = value.strip()
     if args.nodes < SUPPLIERS + 2:
         parser.error(f"--nodes must be at least {SUPPLIERS + 2} (node 0 runs the id server, node 1 is the customer)")
     load = Path("/proc/loadavg").read_text().split()[0]
