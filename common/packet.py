@@ -35,7 +35,10 @@ Buffer = Union[bytes, bytearray, memoryview]
 MAGIC = b"BDP1"
 PREFIX = struct.Struct(">4sII")
 MAX_HEADER_SIZE = 16 * 1024
-MAX_PAYLOAD_SIZE = 16 * 1024 * 1024
+MAX_BLOCK_SIZE = 16 * 1024 * 1024
+"""The largest storage block; with one data share its fragment is the block plus a 16-byte GCM tag."""
+MAX_PAYLOAD_SIZE = MAX_BLOCK_SIZE + 16 * 1024
+"""The largest packet payload: a fragment of the largest block, with room to spare."""
 MAX_FIELD_LENGTH = 1024
 MAX_CLOCK_SKEW = 600.0
 """Packets dated further than this from our clock (seconds) are refused as stale."""

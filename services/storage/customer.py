@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 from common import crypto
 from common.automat import AutomatRegistry
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
+from common.packet import MAX_BLOCK_SIZE
 from services.storage import blocks
 from services.storage.backup_index import open_index, seal_index
 from services.storage.catalog import DIR, FILE, READY, UPLOADING, Catalog, Item, Version, split_remote_path
@@ -211,7 +212,8 @@ class Customer:
             raise ConflictError(f"{remote} is already being uploaded", reason="upload_running")
         session = crypto_session()
         wrapped = await _wrap(self.peers, key_id, session)
-        block_size = int(self.option("services/backups/block-size"))
+        block_size = min(int(self.option("services/backups/block-size")),
+                         int(self.option("services/backups/max-block-size")), MAX_BLOCK_SIZE)
         version = self.catalog.add_version(item, block_size, len(suppliers), wrapped, str(source))
         job = Job("upload", remote, key_id, version.uid, size, str(source), block_size, len(suppliers))
         self.transfers.uploads[remote] = job

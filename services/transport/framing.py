@@ -12,9 +12,11 @@ from __future__ import annotations
 import enum
 import struct
 
+from common.packet import MAX_HEADER_SIZE, MAX_PAYLOAD_SIZE
+
 HEADER = struct.Struct(">IB")
-DEFAULT_MAX_FRAME = 16 * 1024 * 1024 + 64 * 1024
-"""The largest body accepted: a maximal packet payload plus its header."""
+DEFAULT_MAX_FRAME = MAX_PAYLOAD_SIZE + MAX_HEADER_SIZE + 1024
+"""The largest body accepted: a maximal packet payload plus its header and prefix."""
 
 
 class FrameKind(enum.IntEnum):

@@ -7,7 +7,9 @@ import os
 
 import pytest
 
+from common.packet import MAX_BLOCK_SIZE, MAX_HEADER_SIZE, MAX_PAYLOAD_SIZE
 from services.storage import blocks, fragments
+from services.transport.framing import DEFAULT_MAX_FRAME
 from common.errors import ConflictError, InvalidArgumentError
 from services.storage.catalog import READY, Block, Catalog, split_remote_path
 
@@ -104,3 +106,10 @@ def test_catalog_export_import(tmp_path):
     assert copy is not None and two.latest_ready(copy.id).size == 10
     assert two.blocks(version.uid)[0].hashes == row.hashes
     assert two.import_index(doc) == 0
+
+
+@pytest.mark.parametrize("suppliers", [2, 4, 7])
+def test_the_largest_block_fits_in_one_packet_for_any_supplier_count(suppliers):
+    # One data share (2 suppliers) makes the fragment the whole block plus its tag.
+    assert blocks.sealed_size(MAX_BLOCK_SIZE, suppliers) // blocks.data_shares(suppliers) <= MAX_PAYLOAD_SIZE
+    assert DEFAULT_MAX_FRAME >= MAX_PAYLOAD_SIZE + MAX_HEADER_SIZE
