@@ -5,6 +5,11 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+# Fail loudly: a broken install must stop here, not surface later as skipped or odd tests.
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' > .venv/pip-install.log 2>&1; then
+  cat .venv/pip-install.log >&2
+  echo "setup: pip install failed (log above, also in .venv/pip-install.log)" >&2
+  exit 1
+fi
 .venv/bin/python -c "import nats, aiohttp, cryptography, kademlia, zfec, orjson, supervisor" 
 test -x .venv/bin/nats-server
