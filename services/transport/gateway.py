@@ -15,6 +15,7 @@ import asyncio
 import base64
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Protocol
 
@@ -69,6 +70,9 @@ class GatewayOptions:
     reply_timeout: float = 30.0
     max_clock_skew: float = packets.MAX_CLOCK_SKEW
     key_cache_ttl: float = 300.0
+    max_deliveries_per_link: int = 16
+    """Requests of one link handed to local processes at once; the link reads no further meanwhile,
+    so a fast sender fills its own read queue and then the socket (backpressure), not our memory."""
 
 
 @dataclass
@@ -122,6 +126,7 @@ class Gateway:
         self._outgoing: dict[tuple[str, str], _Tracked] = {}
         self._incoming: dict[int, _Tracked] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._link_slots: weakref.WeakKeyDictionary[Link, asyncio.Semaphore] = weakref.WeakKeyDictionary()
         self.on_self_connection: Callable[[], None] | None = None
         """Called when a dialer claims our own identity: another node may have taken it over."""
 
@@ -289,7 +294,11 @@ class Gateway:
         if pkt.command == "Identity":
             self._spawn(self._reply(pkt, ReplyPayload("Ack", codec.dumps("ok"), False)))
             return
-        self._spawn(self._deliver(pkt, link, size))
+        slots = self._link_slots.get(link)
+        if slots is None:
+            slots = self._link_slots[link] = asyncio.Semaphore(self.options.max_deliveries_per_link)
+        await slots.acquire()
+        self._spawn(self._deliver(pkt, link, size, slots))
 
     def _waiting_for(self, pkt: Packet) -> _Tracked | None:
         """The send this packet answers, also when we addressed the sender by an earlier IDURL."""
@@ -320,7 +329,7 @@ class Gateway:
             raise PacketError("replayed")
         return pkt
 
-    async def _deliver(self, pkt: Packet, link: Link, size: int) -> None:
+    async def _deliver(self, pkt: Packet, link: Link, size: int, slots: asyncio.Semaphore) -> None:
         tracked = _Tracked(pkt, "incoming", size, self.clock(), self.options.inbox_timeout, pkt.creator_idurl,
                            link.proto, link.host)
         self._incoming[id(tracked)] = tracked
@@ -335,6 +344,7 @@ class Gateway:
                 reply = _fail(err.message)
         finally:
             self._incoming.pop(id(tracked), None)
+            slots.release()
         await self._reply(pkt, reply)
 
     async def _reply(self, request: Packet, reply: ReplyPayload) -> None:

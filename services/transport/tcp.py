@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 STREAM_THRESHOLD = 256 * 1024
 """Frames at least this large show up in `streams_list` while they move."""
+HANDSHAKE_MAX_FRAME = 16 * 1024
+"""The largest frame before the handshake completes (a HELLO or AUTH is far smaller)."""
 MAX_MOVED = 10_000
 """Rotated peers remembered by earlier IDURL (cleared when full)."""
 
@@ -45,6 +47,12 @@ class TcpOptions:
     reconnect_max: float = 10.0
     reconnect_window: float = 600.0
     read_queue_limit: int = 64 * 1024 * 1024
+    max_links: int = 1024
+    """Connections open at once, both directions; incoming ones beyond it are closed at once."""
+    max_handshakes: int = 64
+    """Incoming connections that have not proved their identity yet, in total."""
+    max_handshakes_per_host: int = 8
+    """The same, from one IP address."""
 
 
 class TcpLink(asyncio.BufferedProtocol):
@@ -64,7 +72,9 @@ class TcpLink(asyncio.BufferedProtocol):
         self.bytes_out = 0
         self.created = time.time()
         self.machine = ConnectionMachine(f"tcp_connection_{self.link_id}", owner.automats, name="tcp_connection")
-        self._decoder = FrameDecoder(owner.options.max_frame)
+        # Until the handshake succeeds a peer gets handshake-sized frames only: nothing large is
+        # allocated for someone who has proved nothing.
+        self._decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
         self._transport: asyncio.Transport | None = None
         self._handshake_frames: asyncio.Queue[tuple[FrameKind, bytearray] | None] = asyncio.Queue()
         self._ready_seen = False
@@ -217,6 +227,7 @@ class TcpLink(asyncio.BufferedProtocol):
 
     def _become_established(self, idurl: str) -> None:
         self.peer_idurl = idurl
+        self._decoder.max_frame = self.owner.options.max_frame
         self._established.set()
         self.machine.fire("authenticated")
         self.owner._spawn(self._consume())
@@ -242,6 +253,10 @@ class TcpLink(asyncio.BufferedProtocol):
                 log.exception("handling a packet from %s failed", self.peer_idurl)
 
     # ---- state -----------------------------------------------------------------------------------
+
+    @property
+    def is_established(self) -> bool:
+        return self._established.is_set()
 
     @property
     def is_ready(self) -> bool:
@@ -418,9 +433,29 @@ class TcpTransport:
     # ---- link registry (called by links) ------------------------------------------------------
 
     def _attach(self, link: TcpLink) -> None:
+        if link.direction == "incoming":
+            refusal = self._admission(link)
+            if refusal:
+                self.events.on_link_rejected(self.proto, link.host, refusal)
+                log.info("incoming tcp connection from %s refused: %s", link.host, refusal)
+                link.abort()
+                return
         self._all.add(link)
         if link.direction == "incoming":
             self._spawn(self._accept(link))
+
+    def _admission(self, link: TcpLink) -> str:
+        """Why an incoming connection is refused before any work is done for it ("" to accept)."""
+        options = self.options
+        if len(self._all) >= options.max_links:
+            return "too_many_connections"
+        pending = [other for other in self._all if other.direction == "incoming" and not other.is_established]
+        if len(pending) >= options.max_handshakes:
+            return "too_many_handshakes"
+        address = link.host.rsplit(":", 1)[0]
+        if sum(1 for other in pending if other.host.rsplit(":", 1)[0] == address) >= options.max_handshakes_per_host:
+            return "too_many_handshakes_from_host"
+        return ""
 
     async def _accept(self, link: TcpLink) -> None:
         try:

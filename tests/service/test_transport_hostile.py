@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -43,8 +44,9 @@ async def _hostile_session(alice: Node, bob: Node, directory: Directory) -> None
     assert (await bob.api("user_ping", user_id=alice.idurl))["command"] == "Ack"
 
     # 1. garbage, an oversized frame, an unknown frame kind, a packet before any handshake
+    # (a 1 MiB HELLO is within the frame limit of an authenticated link, not of a stranger)
     for junk in (b"\xff" * 64, frame_header(FrameKind.PACKET, 1 << 30), b"\x00\x00\x00\x01\x63x",
-                 frame_header(FrameKind.PACKET, 3) + b"abc"):
+                 frame_header(FrameKind.PACKET, 3) + b"abc", frame_header(FrameKind.HELLO, 1 << 20)):
         raw = await RawPeer.open(alice.port)
         raw.writer.write(junk)
         await raw.writer.drain()
@@ -99,7 +101,7 @@ async def _hostile_session(alice: Node, bob: Node, directory: Directory) -> None
     assert stats["dropped"]["replayed"] == 1 and stats["dropped"]["bad_signature"] == 2
     assert stats["dropped"]["stale"] == 1 and stats["dropped"]["wrong_recipient"] == 1
     assert stats["dropped"]["malformed"] == 1 and stats["unknown_packets"] >= 1
-    assert stats["dropped"]["handshake_bad_signature"] == 1 and stats["dropped"]["frame_oversized"] == 2
+    assert stats["dropped"]["handshake_bad_signature"] == 1 and stats["dropped"]["frame_oversized"] == 3
     assert stats["dropped"]["frame_unknown_kind"] == 1 and stats["dropped"]["frame_protocol_violation"] == 1
     assert [d["payload"] for d in delivered] == [{"n": 1}]
     assert (await alice.api("user_status", user_id=bob.idurl))["contact_state"] == "CONNECTED"
@@ -144,3 +146,35 @@ async def test_disconnect_and_reconnect(tmp_path):
         on = await alice.api("network_reconnect")
         assert on["network_connector_state"] == "CONNECTED"
         assert (await bob.api("user_ping", user_id=alice.idurl, timeout=5))["command"] == "Ack"
+
+
+async def test_strangers_cannot_hold_many_handshakes_open(tmp_path):
+    directory: Directory = {}
+    async with transport_node(tmp_path, "alice", directory) as alice, transport_node(tmp_path, "bob", directory) as bob:
+        limit = 8  # TcpOptions.max_handshakes_per_host
+        raws = [await RawPeer.open(alice.port) for _ in range(limit + 4)]
+        try:
+            # The connections past the limit are closed at once; the first ones wait for a HELLO.
+            assert all([await _hung_up(raw, 5) for raw in raws[limit:]])
+            assert not any([await _hung_up(raw, 0.2) for raw in raws[:2]])
+            dropped = (await alice.api("packets_stats"))["in"]["dropped"]
+            assert dropped["too_many_handshakes_from_host"] == 4
+        finally:
+            for raw in raws:
+                raw.close()
+        # Once the strangers are gone an honest peer from the same address is served again.
+        await await_for(lambda: _pings(bob, alice), timeout=15, what="bob served after the strangers left")
+
+
+async def _hung_up(raw: RawPeer, wait: float) -> bool:
+    try:
+        return await raw.closed_by_peer(timeout=wait)
+    except asyncio.TimeoutError:
+        return False
+
+
+async def _pings(bob: Node, alice: Node) -> bool:
+    try:
+        return (await bob.api("user_ping", user_id=alice.idurl))["command"] == "Ack"
+    except Exception:  # noqa: BLE001 - refused while strangers hold the slots: poll again
+        return False

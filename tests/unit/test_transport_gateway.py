@@ -19,7 +19,7 @@ from services.transport.protocol import Buffer
 A, B = "http://h:1/a.xml", "http://h:1/b.xml"
 
 
-@dataclass
+@dataclass(eq=False)  # hashable like a real link: the gateway keys per-link state by it
 class MemLink:
     peer_idurl: str
     proto: str = "mem"
@@ -135,3 +135,45 @@ async def test_payload_altered_after_signing_is_dropped_as_bad_signature(keys):
     transport.tamper = False
     reply = await alice.send(B, "Message", codec.dumps({"n": 1}), timeout=5)
     assert reply is not None and reply.command == "Ack" and len(inbox.delivered) == 1
+
+
+class BlockedInbox(Inbox):
+    """Holds every delivery until `release` is set: a slow local consumer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def deliver(self, pkt: Packet, timeout: float) -> dict[str, Any]:
+        self.delivered.append(pkt)
+        await self.release.wait()
+        return {"command": "Ack", "payload": "ok"}
+
+
+async def test_one_link_has_a_bounded_number_of_deliveries_in_flight(keys):
+    inbox = BlockedInbox()
+    bob = Gateway(Directory(B, keys), inbox)
+    await bob.load_identity()
+    limit = bob.options.max_deliveries_per_link
+    link = MemLink(A)
+    frames = []
+    for n in range(limit + 1):
+        pkt = packets.create("Message", A, B, codec.dumps({"n": n}), key_id="master$a", packet_id=f"p{n}")
+        pkt = pkt.hashed(hashlib.sha256(pkt.payload).digest())
+        pkt = pkt.signed(crypto.sign(keys[A], packets.signing_digest(pkt, pkt.payload_sha256)))
+        frames.append(bytearray(b"".join(bytes(p) for p in packets.encode(pkt))))
+    for frame in frames[:limit]:
+        await asyncio.wait_for(bob.on_packet(link, frame), 5)  # each handed on at once
+    blocked = asyncio.ensure_future(bob.on_packet(link, frames[limit]))
+    await asyncio.sleep(0)  # let it run up to the wait for a free slot
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not blocked.done() and len(inbox.delivered) == limit  # the link reads nothing further
+    inbox.release.set()
+    await asyncio.wait_for(blocked, 5)
+    await asyncio.wait_for(_until(lambda: len(inbox.delivered) == limit + 1), 5)
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
