@@ -49,10 +49,10 @@ class TcpOptions:
     read_queue_limit: int = 64 * 1024 * 1024
     max_links: int = 1024
     """Connections open at once, both directions; incoming ones beyond it are closed at once."""
-    max_handshakes: int = 64
+    max_handshakes: int = 128
     """Incoming connections that have not proved their identity yet, in total."""
-    max_handshakes_per_host: int = 8
-    """The same, from one IP address."""
+    max_handshakes_per_host: int = 32
+    """The same, from one IP address (a loopback network's nodes all share 127.0.0.1)."""
 
 
 class TcpLink(asyncio.BufferedProtocol):

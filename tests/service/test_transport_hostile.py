@@ -12,6 +12,7 @@ from common import codec, crypto, subjects
 from common import packet as packets
 from services.transport import handshake as hs
 from services.transport.framing import FrameKind, frame_header
+from services.transport.tcp import TcpOptions
 from tests.rawpeer import RawPeer
 from tests.helpers import await_for
 from tests.service.test_transport_harness import Directory, Node, make_identity, transport_node
@@ -151,7 +152,7 @@ async def test_disconnect_and_reconnect(tmp_path):
 async def test_strangers_cannot_hold_many_handshakes_open(tmp_path):
     directory: Directory = {}
     async with transport_node(tmp_path, "alice", directory) as alice, transport_node(tmp_path, "bob", directory) as bob:
-        limit = 8  # TcpOptions.max_handshakes_per_host
+        limit = TcpOptions().max_handshakes_per_host
         raws = [await RawPeer.open(alice.port) for _ in range(limit + 4)]
         try:
             # The connections past the limit are closed at once; the first ones wait for a HELLO.
