@@ -31,3 +31,29 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+
+
+def user_path(text: object, name: str) -> Path:
+    """A local path an API client gave, expanded and made absolute; raises `InvalidArgumentError`.
+
+    Refuses what the OS would fail on in odd ways (NUL bytes, names or paths over the system
+    limits), so a hostile value is a clear 400, not an error deep in a handler.
+    """
+    from common.errors import InvalidArgumentError  # errors imports nothing from here; kept local anyway
+
+    raw = str(text or "")
+    try:
+        encoded = os.fsencode(raw)
+    except UnicodeError:
+        raise InvalidArgumentError(f"{name} is not a valid path", reason="invalid_path") from None
+    if not raw.strip() or b"\0" in encoded or len(encoded) > MAX_PATH_BYTES or \
+            any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")):
+        raise InvalidArgumentError(f"{name} is not a valid path", reason="invalid_path")
+    try:
+        return Path(os.path.expanduser(raw)).resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise InvalidArgumentError(f"{name} cannot be resolved", reason="invalid_path") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,6 +20,21 @@ from common import codec
 from common.errors import InvalidArgumentError
 
 _NO_DEFAULT = object()
+INT_LIMIT = 2**53
+"""Integers and numbers beyond this are refused: JSON peers (and the bus encoder) cannot carry them."""
+
+_HOUR = 3600
+BOUNDS: dict[str, tuple[float, float]] = {
+    # Waits: a client may wait long, never forever, and never a negative time.
+    "timeout": (0, _HOUR), "wait_timeout": (0, _HOUR), "polling_timeout": (0, _HOUR),
+    "ping_timeout": (0, 300), "message_ack_timeout": (0, 300),
+    # Counts: what one call may make a node do or return.
+    "attempts": (1, 20), "retries": (0, 10), "count": (0, 1000), "limit": (0, 10_000), "offset": (0, 10**9),
+    "expire": (1, 7 * 24 * _HOUR), "use_cache_ttl": (0, 7 * 24 * _HOUR),
+    "key_size": (1024, 8192), "layer_id": (0, 1000), "position": (0, 255), "index": (0, 10**6),
+    "udp_port": (1, 65535), "dht_port": (1, 65535), "amount": (0, INT_LIMIT),
+}
+"""Allowed range of every numeric parameter, by name, whatever the method (shown in `/openapi.json`)."""
 
 # Types of parameters whose default (None) does not tell.
 _TYPE_HINTS: dict[str, str] = {
@@ -102,6 +118,10 @@ class Param:
     def default_value(self) -> Any:
         return None if self.required else self.default
 
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        return BOUNDS.get(self.name) if self.type in ("int", "float") else None
+
 
 @dataclass(frozen=True)
 class Route:
@@ -164,7 +184,7 @@ class Method:
                 if param.required:
                     raise InvalidArgumentError(f"parameter {param.name} is required", reason="invalid_argument")
                 continue
-            kwargs[param.name] = coerce(param, given[param.name], from_text)
+            kwargs[param.name] = check_bounds(param, coerce(param, given[param.name], from_text))
         return kwargs
 
     def _resolve(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -208,13 +228,19 @@ def coerce(param: Param, value: Any, from_text: bool) -> Any:
                 raise ValueError(value)
             if isinstance(value, str) and value.strip() in ("", "null", "none", "None") and not param.required:
                 return param.default_value()
-            return int(value)
+            number = int(value)
+            if not -INT_LIMIT <= number <= INT_LIMIT:
+                raise ValueError(value)
+            return number
         if kind == "float":
             if isinstance(value, bool):
                 raise ValueError(value)
             if isinstance(value, str) and value.strip() in ("", "null", "none", "None") and not param.required:
                 return param.default_value()
-            return float(value)
+            real = float(value)
+            if not math.isfinite(real) or abs(real) > INT_LIMIT:
+                raise ValueError(value)
+            return real
         if kind == "list":
             if isinstance(value, list):
                 return value
@@ -243,8 +269,25 @@ def coerce(param: Param, value: Any, from_text: bool) -> Any:
             kind, "a string"
         )
         raise InvalidArgumentError(
-            f"parameter {param.name} must be {expected}, got {value!r}", reason="invalid_argument"
+            f"parameter {param.name} must be {expected}, got {_short(value)}", reason="invalid_argument"
         ) from None
+
+
+def check_bounds(param: Param, value: Any) -> Any:
+    """`value` if it lies in the parameter's range (or has none); raises `InvalidArgumentError`."""
+    bounds = param.bounds
+    if bounds is None or value is None:
+        return value
+    low, high = bounds
+    if not low <= value <= high:
+        raise InvalidArgumentError(f"parameter {param.name} must be from {low:g} to {high:g}, got {_short(value)}",
+                                   reason="invalid_argument")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_number(text: str) -> bool:

@@ -139,7 +139,15 @@ class Gateway:
         except NodeError as err:
             status = self._rest_status(err.status) if request.app.get(REST_KEY) else err.status
             return web.json_response(envelope_error(err, began), status=status, dumps=_dumps)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:  # noqa: BLE001 - the edge: an answer in the envelope, never aiohttp's bare 500
+            log.exception("%s %s failed", request.method, request.path)
+            failure = NodeError("internal error")
+            status = self._rest_status(failure.status) if request.app.get(REST_KEY) else failure.status
+            return web.json_response(envelope_error(failure, began), status=status, dumps=_dumps)
 
     def _rest_status(self, status: int) -> int:
         """The HTTP status of a REST envelope: always 200 under the legacy option."""
@@ -162,7 +170,13 @@ class Gateway:
         if method.owner not in subjects.PROCESSES:
             return NotBuiltError(f"{method.name} is not implemented yet").to_wire()
         try:
-            return await self.ctx.bus.request_raw(subjects.api(method.owner, method.name), codec.dumps(kwargs),
+            body = codec.dumps(kwargs)
+        except (TypeError, ValueError):
+            # orjson refuses integers beyond 64 bits (inside `data`, for instance) and lone surrogates.
+            return InvalidArgumentError("a parameter value cannot be encoded (an integer beyond 64 bits?)",
+                                        reason="invalid_argument").to_wire()
+        try:
+            return await self.ctx.bus.request_raw(subjects.api(method.owner, method.name), body,
                                                   timeout=_timeout_for(kwargs))
         except NodeError as err:
             return err.to_wire()

@@ -14,12 +14,16 @@ def _openapi_path(pattern: str) -> str:
     return re.sub(r"\(\?P<([a-z_0-9]+)>[^)]*\)", r"{\1}", pattern).lstrip("^").rstrip("$")
 
 
-def _schema(kind: str) -> dict[str, Any]:
+def _schema(param: Param) -> dict[str, Any]:
+    kind = param.type
     if kind == "json":
         return {}
     if kind == "list":
         return {"type": "array", "items": {"type": "string"}}
-    return {"type": _JSON_TYPES.get(kind, "string")}
+    schema: dict[str, Any] = {"type": _JSON_TYPES.get(kind, "string")}
+    if param.bounds is not None:
+        schema["minimum"], schema["maximum"] = param.bounds
+    return schema
 
 
 def _query_params(method: Method, params: list[Param]) -> list[dict[str, Any]]:
@@ -28,12 +32,12 @@ def _query_params(method: Method, params: list[Param]) -> list[dict[str, Any]]:
     for p in params:
         others = _names_of(method, p.name)[1:]
         item: dict[str, Any] = {"name": p.name, "in": "query", "required": p.required and not others,
-                                "schema": _schema(p.type)}
+                                "schema": _schema(p)}
         if p.required and others:
             item["description"] = f"required, under this name or one of: {', '.join(others)}"
         out.append(item)
     for alias, target in _aliases(method, params).items():
-        out.append({"name": alias, "in": "query", "required": False, "schema": _schema(target.type),
+        out.append({"name": alias, "in": "query", "required": False, "schema": _schema(target),
                     "description": f"alias of {target.name}", "x-alias-of": target.name})
     for name, why in method.no_effect.items():
         out.append({"name": name, "in": "query", "required": False, "deprecated": True, "schema": {},
@@ -43,9 +47,9 @@ def _query_params(method: Method, params: list[Param]) -> list[dict[str, Any]]:
 
 def _body_schema(method: Method, params: list[Param]) -> dict[str, Any]:
     """The JSON body of a non-GET route, with the reference engine's other names for parameters."""
-    properties: dict[str, Any] = {p.name: _schema(p.type) for p in params}
+    properties: dict[str, Any] = {p.name: _schema(p) for p in params}
     for alias, target in _aliases(method, params).items():
-        properties[alias] = dict(_schema(target.type), description=f"alias of {target.name}",
+        properties[alias] = dict(_schema(target), description=f"alias of {target.name}",
                                  **{"x-alias-of": target.name})
     for name, why in method.no_effect.items():
         properties[name] = {"deprecated": True, "description": f"accepted for reference clients, no effect: {why}"}

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 from common import crypto
 from common.automat import AutomatRegistry
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
+from common.fsutil import user_path
 from common.packet import MAX_BLOCK_SIZE
 from services.storage import blocks
 from services.storage.backup_index import open_index, seal_index
@@ -176,8 +177,10 @@ class Customer:
     # ---- upload -----------------------------------------------------------------------------------
 
     async def start_upload(self, local_path: str, remote_path: str) -> list[Job]:
-        source = Path(os.path.expanduser(str(local_path or ""))).resolve()
-        if not local_path or not source.exists():
+        if not local_path:
+            raise NotFoundError("local_path is empty", reason="local_path_not_found")
+        source = user_path(local_path, "local_path")
+        if not source.exists():
             raise NotFoundError(f"local file or folder {local_path} not exist", reason="local_path_not_found")
         key_id, path = split_remote_path(remote_path)
         await self.check_key(key_id)
@@ -248,7 +251,7 @@ class Customer:
     async def start_download(self, remote_path: str, destination: str | None) -> list[tuple[Job, Path]]:
         key_id, path = split_remote_path(remote_path)
         item = self.catalog.require_item(key_id, path)
-        root = Path(os.path.expanduser(destination)).resolve() if destination else self.folder.parent / "restore"
+        root = user_path(destination, "destination_path") if destination else self.folder.parent / "restore"
         if root.exists() and not root.is_dir():
             raise InvalidArgumentError(f"destination {root} is not a folder", reason="invalid_destination")
         targets: list[tuple[Item, Path]] = []

@@ -20,6 +20,7 @@ from typing import Any
 from common import codec, subjects
 from common.endpoint import Reply, endpoint
 from common.errors import InvalidArgumentError, NodeError, NotFoundError
+from common.fsutil import user_path
 from common.process import ProcessContext, ServiceBase
 from services.storage.catalog import DIR, Item, split_remote_path
 from services.storage.customer import Customer
@@ -277,8 +278,10 @@ class StorageService(ServiceBase):
 
     @endpoint()
     async def file_explore(self, local_path: str) -> list[dict[str, Any]]:
-        folder = Path(os.path.expanduser(str(local_path or ""))).resolve()
-        if not local_path or not folder.exists():
+        if not local_path:
+            raise NotFoundError("local_path is empty", reason="local_path_not_found")
+        folder = user_path(local_path, "local_path")
+        if not folder.exists():
             raise NotFoundError(f"local path {local_path} does not exist", reason="local_path_not_found")
         if folder.is_file():
             entries = [folder]

@@ -6,6 +6,9 @@ import asyncio
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 
 import aiohttp
@@ -273,3 +276,52 @@ async def test_websocket_api_call_events_and_models(net):
                         break
             finally:
                 await _ws_call(ws, "service_start", service_name="service_message_history")
+
+
+# Hostile values for every parameter of every route: each answer is an envelope with a real status,
+# and no process restarts. Waits are kept short where a parameter is not the one under test.
+HOSTILE_JSON = [10**30, -1, -(10**30), 1e300, [[[[]]]], {"a": {"b": [10**20]}}, "\ud800"]
+HOSTILE_QUERY = ["1" + "0" * 30, "-1", "%ED%A0%80", "1e400", "nan", "x" * 5000]
+QUIET = {"timeout": 1, "wait_timeout": 1, "polling_timeout": 1, "ping_timeout": 1, "message_ack_timeout": 1,
+         "wait_result": False, "attempts": 1}
+NOT_FUZZED = DISRUPTIVE | {"identity_backup"}  # writes a private key wherever it is told: nothing to learn
+
+
+def _raw(client: NodeClient, verb: str, path: str, query: str = "", body: bytes | None = None) -> tuple[int, dict]:
+    url = client.base + path + (("?" + query) if query else "")
+    req = urllib.request.Request(url, data=body, method=verb,
+                                 headers={"Content-Type": "application/json", "api_secret": client.secret})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    return status, json.loads(raw)  # not JSON: not an envelope, the test fails here
+
+
+def test_hostile_values_never_break_a_route(net):
+    client = net.nodes[-2]
+    before = {p["name"]: p["pid"] for p in client.ok("process_info")["processes"]}
+    tried = 0
+    for method in registry.load():
+        if method.name in NOT_FUZZED or not method.params or not method.routes:
+            continue
+        route = next((r for r in method.routes if not r.path_params), method.routes[0])
+        path = _fill(route.pattern)
+        names = [p.name for p in method.params if p.name not in route.path_params]
+        for name in names:
+            base = {n: QUIET.get(n, "x") for n in names if n != name}
+            values = HOSTILE_QUERY if route.verb == "GET" else HOSTILE_JSON
+            for value in values:
+                if route.verb == "GET":
+                    query = urllib.parse.urlencode({k: str(v) for k, v in base.items()}) + f"&{name}={value}"
+                    status, doc = _raw(client, "GET", path, query.lstrip("&"))
+                else:
+                    body = json.dumps(dict(base, **{name: value}), ensure_ascii=True).encode()
+                    status, doc = _raw(client, route.verb, path, body=body)
+                assert status in HTTP_STATUSES | {413}, (method.name, name, value, status, doc)
+                assert doc["status"] in ("OK", "ERROR") and "execution" in doc, (method.name, name, doc)
+                tried += 1
+    assert tried > 500
+    after = {p["name"]: p["pid"] for p in client.ok("process_info")["processes"]}
+    assert after == before
