@@ -124,6 +124,23 @@ class Catalog:
 
     # ---- items -------------------------------------------------------------------------------
 
+    def rename_owner(self, old_global_id: str, new_global_id: str) -> list[tuple[str, str]]:
+        """Our keys `alias$<old>` become `alias$<new>` (the identity rotated); the (old, new) pairs."""
+        suffix = "$" + old_global_id
+        renamed = {}
+        for (key_id,) in self.db.execute("SELECT DISTINCT key_id FROM items").fetchall():
+            if key_id.endswith(suffix):
+                renamed[key_id] = key_id[: -len(suffix)] + "$" + new_global_id
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for old, new in renamed.items():
+                self.db.execute("UPDATE items SET key_id=? WHERE key_id=?", (new, old))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return list(renamed.items())
+
     def item(self, key_id: str, path: str) -> Item | None:
         row = self.db.execute("SELECT * FROM items WHERE key_id=? AND path=?", (key_id, path)).fetchone()
         return Item(*row) if row else None

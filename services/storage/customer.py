@@ -104,6 +104,19 @@ class Customer:
             log.warning("catalog of %s not restored: %s", key_id, err.message)
         return True
 
+    def identity_rotated(self, old_global_id: str, new_global_id: str) -> None:
+        """Our keys were renamed with the identity: the catalog follows, the suppliers record and
+        catalog backups are published again under the new names (fragment names do not change)."""
+        renamed = self.catalog.rename_owner(old_global_id, new_global_id)
+        for old, new in renamed:
+            if old in self.opened_shares:
+                self.opened_shares.discard(old)
+                self.opened_shares.add(new)
+            self.backup_later(new)
+        self.employer.republish()
+        log.info("identity rotated from %s to %s: %d keys renamed in the catalog", old_global_id, new_global_id,
+                 len(renamed))
+
     async def restore_index(self, key_id: str, owner_idurl: str, suppliers: list[str]) -> int:
         """Read the catalog backup of `key_id` from any supplier and merge it; versions added."""
         customer = None if owner_idurl == await self.peers.my_idurl() else owner_idurl

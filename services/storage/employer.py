@@ -288,6 +288,11 @@ class Employer:
             await self.on_replaced(pos.index, old, idurl)
         return True
 
+    def republish(self) -> None:
+        """Publish the suppliers record again at the next tick (under our IDURL of now)."""
+        self._bump()
+        self.published_revision = -1
+
     def adopt(self, suppliers: list[str], revision: int) -> None:
         """Take over the positions a suppliers record lists (a recovered identity's suppliers).
 

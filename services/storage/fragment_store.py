@@ -121,6 +121,7 @@ class FragmentStore:
         self._db.executescript(_SCHEMA)
         self._reader = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._contracts: dict[str, Contract] = {}
+        self._folders: dict[str, str] = {}
         self._usage: dict[str, tuple[int, int]] = {}
         self._load_caches()
 
@@ -145,11 +146,32 @@ class FragmentStore:
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO contracts VALUES (?,?,?,?,?,?,?)",
-                (contract.idurl, folder_name(contract.idurl), contract.allocated, contract.since,
+                (contract.idurl, self._folder(contract.idurl), contract.allocated, contract.since,
                  contract.ecc_map, contract.position, ACTIVE),
             )
             self._contracts[contract.idurl] = Contract(
                 contract.idurl, contract.allocated, contract.since, contract.ecc_map, contract.position, ACTIVE)
+            self._folders[contract.idurl] = self._folder(contract.idurl)
+
+    def rename_customer(self, old: str, new: str) -> bool:
+        """The customer `old` is now `new` (its identity moved): one transaction, no file moves.
+
+        The folder keeps its name (the contract row records it), so a crash leaves either the old
+        name or the new one, each complete. False when `old` has no contract or `new` has one.
+        """
+        with self._write_lock:
+            if old not in self._contracts or new in self._contracts:
+                return False
+            with self._tx() as db:
+                db.execute("UPDATE contracts SET idurl=? WHERE idurl=?", (new, old))
+                for table in ("objects", "pending", "grants"):
+                    db.execute(f"UPDATE {table} SET customer=? WHERE customer=?", (new, old))
+            self._load_caches()
+        return True
+
+    def _folder(self, customer: str) -> str:
+        """The customer's folder: the one its contract records (kept through renames), else derived."""
+        return self._folders.get(customer) or folder_name(customer)
 
     def erase_customer(self, customer: str) -> tuple[int, int]:
         """Drop the contract, the grants and every object of `customer`; (objects, bytes) erased.
@@ -164,13 +186,14 @@ class FragmentStore:
                 self._contracts[customer] = Contract(
                     old.idurl, old.allocated, old.since, old.ecc_map, old.position, ERASING)
         count, size = self._usage.get(customer, (0, 0))
-        _remove_tree(self.fragments / folder_name(customer))
+        _remove_tree(self.fragments / self._folder(customer))
         _fsync_dir(self.fragments)
         with self._tx() as db:
             for table in ("objects", "pending", "grants"):
                 db.execute(f"DELETE FROM {table} WHERE customer=?", (customer,))
             db.execute("DELETE FROM contracts WHERE idurl=?", (customer,))
             self._contracts.pop(customer, None)
+            self._folders.pop(customer, None)
             self._usage.pop(customer, None)
         return count, size
 
@@ -186,7 +209,7 @@ class FragmentStore:
         """The final path of an object; raises `InvalidArgumentError` (bad_name) for a bad name."""
         if not is_valid_name(name):
             raise InvalidArgumentError(f"invalid object name {name!r:.80}", reason="bad_name")
-        return self.fragments / folder_name(customer) / name
+        return self.fragments / self._folder(customer) / name
 
     def get(self, customer: str, name: str) -> StoredObject | None:
         with self._read_lock:
@@ -289,7 +312,7 @@ class FragmentStore:
             for contract in [c for c in self._contracts.values() if c.state == ERASING]:
                 self.erase_customer(contract.idurl)
                 repaired["erase_finished"] += 1
-            owners = {folder_name(c.idurl): c.idurl for c in self._contracts.values()}
+            owners = {self._folder(c.idurl): c.idurl for c in self._contracts.values()}
             with os.scandir(self.fragments) as entries:
                 for entry in entries:
                     owner = owners.get(entry.name)
@@ -310,7 +333,7 @@ class FragmentStore:
 
     def _settle_pending(self, repaired: Counter[str]) -> None:
         for customer, name, size, sha256 in self._db.execute("SELECT * FROM pending").fetchall():
-            path = self.fragments / folder_name(customer) / name
+            path = self.fragments / self._folder(customer) / name
             landed = is_valid_name(name) and path.is_file() and _hash_file(path) == (size, sha256)
             with self._tx() as db:
                 if landed:
@@ -365,7 +388,7 @@ class FragmentStore:
     def _delete_found(self, customer: str, names: list[str]) -> int:
         if not names:
             return 0
-        folder = self.fragments / folder_name(customer)
+        folder = self.fragments / self._folder(customer)
         for name in names:
             try:
                 os.unlink(folder / name)
@@ -408,10 +431,11 @@ class FragmentStore:
 
     def _load_caches(self) -> None:
         with self._write_lock:
+            rows = self._db.execute("SELECT * FROM contracts").fetchall()
             self._contracts = {
-                row[0]: Contract(row[0], int(row[2]), float(row[3]), row[4], int(row[5]), row[6])
-                for row in self._db.execute("SELECT * FROM contracts")
+                row[0]: Contract(row[0], int(row[2]), float(row[3]), row[4], int(row[5]), row[6]) for row in rows
             }
+            self._folders = {row[0]: row[1] for row in rows}
             self._usage = {
                 row[0]: (int(row[1]), int(row[2]))
                 for row in self._db.execute("SELECT customer, COUNT(*), SUM(size) FROM objects GROUP BY customer")

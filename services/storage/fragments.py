@@ -28,7 +28,13 @@ FETCH_TIMEOUT = 60.0
 
 
 def key_tag(key_id: str) -> str:
-    return hashlib.sha256(key_id.encode()).hexdigest()[:16]
+    """The fragment-name prefix of a key: its alias and owner name, not the owner's server.
+
+    `alias$name@host_port` loses `@host_port`, so the tag survives an identity rotation (which moves
+    the owner to another server under the same name); a supplier keeps each customer's objects
+    apart, so the owner's own keys are all a tag must tell apart.
+    """
+    return hashlib.sha256(key_id.split("@", 1)[0].encode()).hexdigest()[:16]
 
 
 def fragment_name(key_id: str, uid: str, block_no: int, position: int) -> str:

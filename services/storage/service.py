@@ -63,7 +63,8 @@ class StorageService(ServiceBase):
         self.peers = BusPeers(ctx.bus)
         self.customer = Customer(root / "customer", spool, self.peers, ctx.automats, ctx.config.get, self._emit,
                                  set_option=self._set_option)
-        self.supplier = SupplierRole(root / "supplier", lambda: int(ctx.config.get("services/supplier/donated-space")))
+        self.supplier = SupplierRole(root / "supplier", lambda: int(ctx.config.get("services/supplier/donated-space")),
+                                     earlier_idurls=self._earlier_idurls)
         self._subscriptions: list[Any] = []
         self._loop: asyncio.Task[Any] | None = None
         self._wake = asyncio.Event()
@@ -135,7 +136,20 @@ class StorageService(ServiceBase):
         self.peers.forget_me()
         if msg.subject == subjects.event("local-identity-recovered"):
             self._restore_until = time.monotonic() + RESTORE_PATIENCE
+        if msg.subject == subjects.event("local-identity-rotated"):
+            try:
+                data = codec.loads(msg.data).get("data") or {}
+                old, new = str(data["old_idurl"]), str(data["new_idurl"])
+            except (ValueError, AttributeError, KeyError):
+                log.warning("local-identity-rotated without its IDURLs")
+            else:
+                self.customer.identity_rotated(idurl_to_global_id(old), idurl_to_global_id(new))
         self._wake.set()
+
+    async def _earlier_idurls(self, idurl: str) -> list[str]:
+        """Where a (verified) identity was before: the sources it lists besides itself."""
+        doc = await self.ctx.bus.call_internal("identity", "fetch", timeout=10, idurl=idurl)
+        return [str(s) for s in doc.get("sources") or [] if s != idurl]
 
     async def _on_disconnected(self, msg: Any) -> None:
         try:

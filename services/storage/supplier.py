@@ -111,7 +111,10 @@ class SupplierRole:
     """
 
     def __init__(self, root: Path, donated_bytes: Callable[[], int], clock: Callable[[], float] = time.time,
-                 automats: AutomatRegistry | None = None):
+                 automats: AutomatRegistry | None = None,
+                 earlier_idurls: Callable[[str], Awaitable[list[str]]] | None = None):
+        self._earlier_idurls = earlier_idurls
+        """The IDURLs a customer's identity lists besides its own (where it was before a rotation)."""
         self._store = FragmentStore(root)
         self._store.reconcile()
         self._donated_bytes = donated_bytes
@@ -141,6 +144,30 @@ class SupplierRole:
 
     # --- the packet edge ---------------------------------------------------------------------
 
+    async def _follow_rotation(self, creator: str) -> None:
+        """A customer that rotated its identity keeps its contract and data under its new IDURL.
+
+        Only a sender with no contract is looked up, and only its own verified identity (which the
+        transport already fetched) can name an earlier IDURL: nobody can claim another's data.
+        """
+        if self._earlier_idurls is None or self._store.contract(creator) is not None:
+            return
+        try:
+            earlier = await self._earlier_idurls(creator)
+        except NodeError:
+            return
+        for old in earlier:
+            if old != creator and self._store.contract(old) is not None:
+                async with self._allocation:
+                    renamed = await asyncio.to_thread(self._store.rename_customer, old, creator)
+                if renamed:
+                    machine = self._machines.pop(old, None)
+                    if machine is not None:
+                        machine.close()
+                    self._machine(creator).fire("contract-restored")
+                    log.info("customer %s moved to %s: contract and data follow", old, creator)
+                return
+
     async def on_inbox(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Answer one inbox document with an Ack, Data or Fail document; never raises."""
         try:
@@ -149,7 +176,9 @@ class SupplierRole:
             handler = self._handlers.get(str(doc.get("command")))
             if handler is None:
                 raise InvalidArgumentError(f"unknown command {doc.get('command')!r:.40}", reason="unknown_command")
-            return await handler(_idurl(doc.get("creator_idurl"), "creator_idurl"), doc)
+            creator = _idurl(doc.get("creator_idurl"), "creator_idurl")
+            await self._follow_rotation(creator)
+            return await handler(creator, doc)
         except NodeError as exc:
             self._refused[exc.reason] += 1
             return {"command": "Fail", "payload": {"reason": exc.reason, "error": exc.message}}

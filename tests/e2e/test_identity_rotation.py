@@ -7,7 +7,10 @@ it before pings the old global id and the new one; both answer within seconds.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
+from pathlib import Path
 
 from deploy import localnet, node
 from tests.e2e.client import NodeClient
@@ -58,3 +61,60 @@ def test_rotation_keeps_peers_in_touch(localnet_nodes, identities):
         assert rotated["idurl"] in cached and before["idurl"] not in cached
     finally:
         node.stop(moving.home)
+
+
+def _connected_suppliers(client: NodeClient, count: int = 2) -> list[str]:
+    items = client.ok("suppliers_list")
+    live = [i["idurl"] for i in items if i["supplier_state"] == "CONNECTED"]
+    return live if len(items) == count and len(live) == count else []
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_rotated_customer_and_supplier_keep_their_storage(localnet_nodes, identities, tmp_path):
+    """A customer rotates: same suppliers, its files under its new key id. A supplier rotates: its
+    customer still downloads from it."""
+    home_server = identities["node-0"]["idurl"].split("/")[2]
+    mover = NodeClient.from_listing(localnet.add(localnet_nodes.root))
+    client = NodeClient.from_listing(localnet.add(localnet_nodes.root))
+    try:
+        port = _free_port()
+        mover.ok("config_set", key="services/identity-server/enabled", value=True)
+        mover.ok("config_set", key="services/identity-server/web-port", value=port)
+        mover.ok("config_set", key="services/identity-propagate/preferred-servers", value=f"127.0.0.1:{port}")
+        before = mover.ok("identity_create", username="storemover", preferred_servers=home_server)
+        client.ok("identity_create", username="storeclient", preferred_servers=home_server)
+        hired = wait_for(lambda: _connected_suppliers(mover), timeout=90, interval=0.5, what="mover's suppliers")
+        wait_for(lambda: _connected_suppliers(client), timeout=90, interval=0.5, what="client's suppliers")
+        client.ok("supplier_change", position=0, new_supplier_id=before["global_id"])
+        wait_for(lambda: before["idurl"] in _connected_suppliers(client), timeout=60, interval=0.5,
+                 what="the mover serving the client")
+        mine, theirs = tmp_path / "mine.bin", tmp_path / "theirs.bin"
+        mine.write_bytes(os.urandom(300_000))
+        theirs.write_bytes(os.urandom(300_000))
+        mover.ok("file_upload_start", local_path=str(mine), remote_path=f"master${before['global_id']}:mine.bin",
+                 wait_result=True)
+        client_key = f"master${client.ok('identity_get')['global_id']}"
+        client.ok("file_upload_start", local_path=str(theirs), remote_path=f"{client_key}:theirs.bin",
+                  wait_result=True)
+
+        rotated = mover.ok("identity_rotate")
+        new_key = f"master${rotated['global_id']}"
+        # The customer: the same suppliers keep its data, now under its new IDURL and key id.
+        wait_for(lambda: mover.call("file_exists", remote_path=f"{new_key}:mine.bin")[1]["result"]["exist"],
+                 timeout=20, interval=0.5, what="the catalog renamed")
+        wait_for(lambda: sorted(_connected_suppliers(mover)) == sorted(hired), timeout=60, interval=0.5,
+                 what="the same suppliers CONNECTED after the rotation")
+        got = mover.ok("file_download_start", remote_path=f"{new_key}:mine.bin",
+                       destination_path=str(tmp_path / "back"), wait_result=True)
+        assert _sha(Path(got["local_path"])) == _sha(mine)
+        # The supplier: its customer still reads the fragments it holds (position 0 is a primary).
+        got = client.ok("file_download_start", remote_path=f"{client_key}:theirs.bin",
+                        destination_path=str(tmp_path / "client"), wait_result=True)
+        assert _sha(Path(got["local_path"])) == _sha(theirs)
+        assert len(_connected_suppliers(client)) == 2
+    finally:
+        node.stop(mover.home)
+        node.stop(client.home)

@@ -70,3 +70,21 @@ def test_preferred_suppliers_accept_idurls_and_global_ids(tmp_path: Path) -> Non
         assert customer.employer.preferred() == ["http://h:8084/alice.xml", "http://h:8084/bob.xml"]
     finally:
         customer.close()
+
+
+def test_rotation_renames_our_keys_and_keeps_fragment_names(tmp_path: Path) -> None:
+    from services.storage.catalog import Catalog
+    from services.storage.fragments import fragment_name
+
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    catalog.create("master$alice@old.host_80", "docs/a.txt")
+    catalog.create("share_x$alice@old.host_80", "b.txt")
+    catalog.create("share_y$bob@old.host_80", "c.txt", owner_idurl="http://old.host:80/bob.xml")
+    renamed = catalog.rename_owner("alice@old.host_80", "alice@new.host_81")
+    assert sorted(renamed) == [("master$alice@old.host_80", "master$alice@new.host_81"),
+                               ("share_x$alice@old.host_80", "share_x$alice@new.host_81")]
+    assert catalog.item("master$alice@new.host_81", "docs/a.txt") is not None
+    assert catalog.item("share_y$bob@old.host_80", "c.txt") is not None  # someone else's share stays
+    before, after = "master$alice@old.host_80", "master$alice@new.host_81"
+    assert fragment_name(before, "v1", 0, 0) == fragment_name(after, "v1", 0, 0)
+    assert fragment_name("master$alice@h_1", "v1", 0, 0) != fragment_name("share_x$alice@h_1", "v1", 0, 0)

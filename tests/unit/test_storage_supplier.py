@@ -335,3 +335,32 @@ async def test_list_files_is_bounded_and_pages(node: Node, monkeypatch: pytest.M
     assert [f["name"] for f in first["files"]] == ["a", "b"] and first["truncated"]
     rest = ack(await node.ask("ListFiles", ALICE, {"after": "b"}))
     assert [f["name"] for f in rest["files"]] == ["c"] and not rest["truncated"]
+
+
+async def test_a_rotated_customer_keeps_its_contract_and_data(tmp_path: Path):
+    moved = "http://other.test/alice.xml"
+    sources = {moved: [moved, ALICE]}  # alice's identity moved servers: the new one lists the old one
+
+    async def earlier(idurl: str) -> list[str]:
+        return [s for s in sources.get(idurl, [idurl]) if s != idurl]
+
+    node = Node(tmp_path)
+    node.role.close()
+    node.role = SupplierRole(node.root, lambda: node.donated, clock=lambda: 1000.0, earlier_idurls=earlier)
+    ack(await node.hire(ALICE, 1000))
+    ack(await node.put(ALICE, "F1.0.0", b"alice data"))
+    # Bob's identity names nobody: he gets no one's data.
+    assert reason(await node.ask("Retrieve", BOB, {"name": "F1.0.0"})) == "not_a_customer"
+    # Alice, under her new IDURL, finds her contract and objects; the old IDURL has none left.
+    reply = await node.ask("Retrieve", moved, {"name": "F1.0.0"})
+    assert Path(reply["payload_path"]).read_bytes() == b"alice data"
+    assert node.role.used_bytes(moved) == 10 and node.role.used_bytes(ALICE) == 0
+    assert reason(await node.ask("Retrieve", ALICE, {"name": "F1.0.0"})) == "not_a_customer"
+    # It survives a restart: the folder kept its name, the contract row says which it is.
+    node.role.close()
+    node.role = SupplierRole(node.root, lambda: node.donated, clock=lambda: 1000.0, earlier_idurls=earlier)
+    reply = await node.ask("Retrieve", moved, {"name": "F1.0.0"})
+    assert Path(reply["payload_path"]).read_bytes() == b"alice data"
+    ack(await node.put(moved, "F2.0.0", b"more"))
+    assert node.role.used_bytes(moved) == 14
+    node.role.close()
