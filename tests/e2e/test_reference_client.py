@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.client import NodeClient
+from tests.helpers import wait_for
 
 LEGACY = "interface/api/legacy-status-codes"
 
@@ -176,3 +177,35 @@ async def test_legacy_status_codes_on_and_off(legacy_node):
     _ok(_send(client, "POST", "config/set/v1", {"key": LEGACY, "value": "false"}))
     assert _get(client, "no/such/route/v1")[0] == 404
     assert _get(client, "supplier/list/dht/v1?nope=1")[0] == 400
+
+
+def test_options_reference_clients_set(net, identities):
+    client = net.nodes[6]
+    supplier = identities[net.nodes[4].name]
+    changes = {
+        "services/employer/candidates": supplier["idurl"],
+        "services/identity-propagate/automatic-rotate-enabled": "false",
+        "services/identity-propagate/preferred-servers": identities["node-0"]["idurl"].split("/")[2],
+    }
+    try:
+        for key, value in changes.items():
+            result = _ok(_send(client, "POST", "config/set/v1", {"key": key, "value": value}))
+            assert result["key"] == key
+            assert _ok(_get(client, f"config/get/v1?key={_q(key)}"))["value"] in (value, False)
+    finally:
+        for key in changes:
+            default = next(o["default"] for o in _ok(_get(client, "config/list/v1")) if o["key"] == key)
+            _ok(_send(client, "POST", "config/set/v1", {"key": key, "value": default}))
+
+
+def test_events_are_followed_in_the_event_log(net):
+    client = net.nodes[3]
+    marker = f"ref-{uuid.uuid4().hex[:8]}"
+    _ok(_send(client, "POST", f"event/send/{marker}/v1", {"n": 1}))
+    log = client.home.logs / "event.log"
+
+    def logged() -> bool:
+        lines = [line.split("  ", 2) for line in log.read_text().splitlines()]
+        return any(len(parts) == 3 and parts[1] == marker and json.loads(parts[2]) == {"n": 1} for parts in lines)
+
+    wait_for(logged, timeout=10, what="the event in event.log")
