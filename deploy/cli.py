@@ -71,13 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     api.add_argument("method")
     api.add_argument("params", nargs="*")
     sub.add_parser("help", help="list the API methods")
-    net = sub.add_parser("localnet", help="run many nodes on this host, on loopback")
+    net = sub.add_parser("localnet", help="run many nodes on this host (loopback, or one namespace each)")
     net_sub = net.add_subparsers(dest="action", required=True)
     net_up = net_sub.add_parser("up", help="start N nodes; returns once each answers process_health")
     net_up.add_argument("--nodes", type=int, default=3)
     net_up.add_argument("--dir", required=True, type=Path)
     net_up.add_argument("--port-offset", type=int, default=0, help="shift every port by this much")
     net_up.add_argument("--identities", action="store_true", help="create an identity node-i on every node")
+    net_up.add_argument("--netns", action="store_true",
+                        help="each node a separate host: its own network namespace and 10.77.x address (root)")
+    net_up.add_argument("--netem", metavar="DELAY_MS,LOSS_PCT", default="",
+                        help="with --netns: WAN conditions on every link, e.g. 50,1")
     net_demo = net_sub.add_parser("demo", help="node-0 stores a sample file with its suppliers and gets it back")
     net_demo.add_argument("--dir", required=True, type=Path)
     net_down = net_sub.add_parser("down", help="stop every node of a local network")
@@ -110,13 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "localnet":
         if args.action == "up":
             try:
-                doc = localnet.up(args.dir, args.nodes, args.port_offset, args.identities)
+                netem = _netem(args.netem) if args.netem else None
+                if netem and not args.netns:
+                    raise ValueError("--netem needs --netns")
+                doc = localnet.up(args.dir, args.nodes, args.port_offset, args.identities,
+                                  namespaces=args.netns, netem=netem)
             except (RuntimeError, ValueError, TimeoutError) as exc:
                 print(f"localnet up failed: {exc}", file=sys.stderr)
                 return 1
             print(f"{len(doc['nodes'])} nodes healthy in {doc['started_in']}s; see {args.dir / 'localnet.json'}")
             for item in doc["nodes"]:
-                print(f"  {item['name']}: curl -H 'api_secret: {item['api_secret']}' "
+                inside = f"ip netns exec {item['netns']} " if item.get("netns") else ""
+                print(f"  {item['name']}: {inside}curl -H 'api_secret: {item['api_secret']}' "
                       f"http://127.0.0.1:{item['api_port']}/process/info/v1")
         elif args.action == "demo":
             try:
@@ -135,3 +144,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _netem(text: str) -> tuple[float, float]:
+    try:
+        delay, loss = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--netem wants DELAY_MS,LOSS_PCT (e.g. 50,1), not {text!r}") from None
+    if not (0 <= delay <= 10_000 and 0 <= loss <= 100):
+        raise ValueError("--netem delay must be 0..10000 ms and loss 0..100 %")
+    return delay, loss

@@ -1,8 +1,13 @@
-"""Many complete nodes on one host, on loopback: `bitdust localnet up/down`.
+"""Many complete nodes on one host: `bitdust localnet up/down`.
 
 Node i gets its own home `DIR/node-i`, supervisord, bus and ports (each base port + i, all
 shifted by `port_offset`). Node 0 also runs the identity server and is the DHT seed; every node
 gets a network configuration `localnet` that points at them.
+
+By default every node listens on loopback. With `netns=True` each node is a separate host: its own
+Linux network namespace and address on a bridge (`deploy.netns`), listening on all its interfaces
+and advertising its address; its API and bus stay on the namespace's own loopback, reached from a
+thread inside the namespace. `localnet.json` records the namespaces; `down` removes them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from common import codec, network_config
 from common.config_store import ConfigStore
 from common.fsutil import atomic_write
 from common.home import NodeHome
-from deploy import node
+from deploy import netns, node
 
 NETWORK_NAME = "localnet"
 
@@ -32,6 +37,8 @@ PORTS = {
     "services/udp-datagrams/udp-port": 8882,
 }
 ID_SERVER_PORT = 8084
+LISTEN_HOST_OPTIONS = ("services/tcp-connections/listen-host", "services/entangled-dht/listen-host",
+                       "services/identity-server/listen-host")
 
 
 def node_ports(index: int, offset: int) -> dict[str, int]:
@@ -56,39 +63,60 @@ def _tcp_port_busy(port: int) -> bool:
     return False
 
 
-def _network(offset: int) -> network_config.NetworkConfig:
+def _network(offset: int, layout: netns.Layout | None = None) -> network_config.NetworkConfig:
     seed_ports = node_ports(0, offset)
+    seed = layout.address(0) if layout else "127.0.0.1"
     return network_config.NetworkConfig(
         NETWORK_NAME,
-        identity_servers=[f"127.0.0.1:{ID_SERVER_PORT + offset}"],
-        dht_seeds=[f"127.0.0.1:{seed_ports['services/entangled-dht/udp-port']}"],
+        identity_servers=[f"{seed}:{ID_SERVER_PORT + offset}"],
+        dht_seeds=[f"{seed}:{seed_ports['services/entangled-dht/udp-port']}"],
     )
 
 
-def prepare_node(root: Path, index: int, offset: int = 0) -> dict[str, Any]:
+def subnet_for(offset: int) -> int:
+    """The `10.77.<n>.0/24` subnet of a namespaced network: one per port offset, so two can coexist."""
+    return (offset // 1000) % 200 + 1
+
+
+def prepare_node(root: Path, index: int, offset: int = 0, layout: netns.Layout | None = None) -> dict[str, Any]:
     """Create (or refresh) the home and config of node `index`; its `localnet.json` entry."""
     home = NodeHome(root / f"node-{index}")
     home.ensure()
     ports = node_ports(index, offset)
     options: dict[str, Any] = dict(ports)
     options["services/network/selected"] = NETWORK_NAME
+    entry: dict[str, Any] = {}
+    if layout is None:
+        # A loopback network: every listener on 127.0.0.1, which is also the address nodes advertise.
+        for key in LISTEN_HOST_OPTIONS:
+            options[key] = "127.0.0.1"
+        (home.run / "netns").unlink(missing_ok=True)
+    else:
+        # A host of its own: listen everywhere, advertise the bridge address.
+        for key in LISTEN_HOST_OPTIONS:
+            options[key] = "0.0.0.0"
+        options["services/tcp-connections/external-host"] = layout.address(index)
+        atomic_write(home.run / "netns", layout.namespace(index))
+        entry = {"netns": layout.namespace(index), "address": layout.address(index),
+                 "api_access": "a thread inside the namespace (setns), see deploy/netns.py"}
     roles = []
     if index == 0:
         options["services/identity-server/enabled"] = True
         options["services/identity-server/web-port"] = ID_SERVER_PORT + offset
+        options["services/identity-server/host"] = layout.address(0) if layout else "127.0.0.1"
         roles = ["id-server", "dht-seed"]
     ConfigStore(home.options_file).set_many(options)
-    network_config.save(home.networks_dir, _network(offset))
+    network_config.save(home.networks_dir, _network(offset, layout))
     return {
         "name": f"node-{index}", "home": str(home.root),
         "api_port": ports["interface/api/rest-http-port"], "ws_port": ports["interface/api/web-socket-port"],
-        "api_secret": home.api_secret(), "roles": roles,
+        "api_secret": home.api_secret(), "roles": roles, **entry,
     }
 
 
-def prepare(root: Path, count: int, offset: int = 0) -> list[dict[str, Any]]:
+def prepare(root: Path, count: int, offset: int = 0, layout: netns.Layout | None = None) -> list[dict[str, Any]]:
     """Create (or refresh) the homes and configs of `count` nodes under `root`."""
-    return [prepare_node(root, index, offset) for index in range(count)]
+    return [prepare_node(root, index, offset, layout) for index in range(count)]
 
 
 def add(root: Path, timeout: float = 120) -> dict[str, Any]:
@@ -98,32 +126,56 @@ def add(root: Path, timeout: float = 120) -> dict[str, Any]:
     doc = codec.loads(listing.read_bytes())
     offset = int(doc.get("port_offset") or 0)
     index = len(doc["nodes"])
-    wanted = [port for key, port in node_ports(index, offset).items() if not key.endswith("udp-port")]
-    busy = [port for port in wanted if _tcp_port_busy(port)]
-    if busy:
-        raise RuntimeError(f"ports already in use: {busy}")
-    entry = prepare_node(root, index, offset)
+    made = doc.get("netns")
+    layout = None
+    if made:
+        layout = netns.Layout(int(made["subnet"]), index + 1)
+        made["count"] = index + 1
+        atomic_write(listing, codec.dumps(doc))
+        netns.create(layout, range(index, index + 1))
+        if made.get("netem"):
+            netns.netem(layout, *made["netem"])
+    else:
+        wanted = [port for key, port in node_ports(index, offset).items() if not key.endswith("udp-port")]
+        busy = [port for port in wanted if _tcp_port_busy(port)]
+        if busy:
+            raise RuntimeError(f"ports already in use: {busy}")
+    entry = prepare_node(root, index, offset, layout)
     doc["nodes"].append(entry)
     atomic_write(listing, codec.dumps(doc))
     node.start(NodeHome(Path(entry["home"])), wait=True, timeout=timeout)
     return entry
 
 
-def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeout: float = 120) -> dict[str, Any]:
-    """Start `count` nodes and return the `localnet.json` document once every node is healthy."""
+def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeout: float = 120,
+       namespaces: bool = False, netem: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Start `count` nodes and return the `localnet.json` document once every node is healthy.
+
+    `namespaces` puts each node in a network namespace of its own; `netem` (delay ms, loss %) then
+    adds WAN conditions on every node's link.
+    """
     if count < 1:
         raise ValueError("a local network needs at least one node")
     root = root.resolve()
     highest = max(node_ports(count - 1, offset).values())
     if highest > 65535:
         raise ValueError(f"--port-offset {offset} puts ports past 65535")
-    busy = busy_ports(count, offset)
+    layout = netns.Layout(subnet_for(offset), count) if namespaces else None
+    busy = [] if layout else busy_ports(count, offset)
     if busy:
         raise RuntimeError(f"ports already in use: {busy[:10]} (another node or local network? "
                            f"`bitdust localnet down --dir DIR` or choose --port-offset)")
     root.mkdir(parents=True, exist_ok=True)
-    nodes = prepare(root, count, offset)
-    doc: dict[str, Any] = {"network": NETWORK_NAME, "port_offset": offset, "nodes": nodes}
+    doc: dict[str, Any] = {"network": NETWORK_NAME, "port_offset": offset, "nodes": []}
+    if layout is not None:
+        doc["netns"] = {"subnet": layout.subnet, "count": count, "bridge": layout.bridge,
+                        "netem": list(netem) if netem else None}
+        atomic_write(root / "localnet.json", codec.dumps(doc))  # recorded first: `down` undoes a failed setup
+        netns.create(layout)
+        if netem:
+            netns.netem(layout, *netem)
+    nodes = prepare(root, count, offset, layout)
+    doc["nodes"] = nodes
     atomic_write(root / "localnet.json", codec.dumps(doc))
     began = time.monotonic()
     homes = [NodeHome(Path(n["home"])) for n in nodes]
@@ -155,6 +207,9 @@ def down(root: Path) -> list[str]:
         for home, was_running in zip(homes, pool.map(lambda h: node.stop(NodeHome(h)), homes), strict=True):
             if was_running:
                 stopped.append(home.name)
+    made = codec.loads(listing.read_bytes()).get("netns") if listing.exists() else None
+    if made:
+        netns.destroy(netns.Layout(int(made["subnet"]), int(made["count"])))
     return stopped
 
 

@@ -19,6 +19,7 @@ from common.config_store import ConfigStore
 from common.errors import UnavailableError
 from common.home import NodeHome
 from common.supervisor import SupervisorClient
+from deploy import netns
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PYTHON_PROGRAMS = subjects.PROCESSES
@@ -77,7 +78,18 @@ def api_url(home: NodeHome) -> str:
 
 def call_api(home: NodeHome, verb: str, route: str, body: dict[str, Any] | None = None,
              timeout: float = 30) -> tuple[int, dict[str, Any]]:
-    """One REST call with the node's secret; returns (HTTP status, envelope)."""
+    """One REST call with the node's secret; returns (HTTP status, envelope).
+
+    A node in a network namespace (`localnet up --netns`) is called from inside that namespace.
+    """
+    namespace = netns.namespace_of(home.run)
+    if namespace:
+        return netns.in_namespace(namespace, _call_api, home, verb, route, body, timeout)
+    return _call_api(home, verb, route, body, timeout)
+
+
+def _call_api(home: NodeHome, verb: str, route: str, body: dict[str, Any] | None,
+              timeout: float) -> tuple[int, dict[str, Any]]:
     data = codec.dumps(body) if body is not None and verb != "GET" else None
     request = urllib.request.Request(
         api_url(home) + route, data=data, method=verb,
@@ -122,8 +134,8 @@ def start(home: NodeHome, wait: bool = True, timeout: float = 30) -> float:
     began = time.monotonic()
     if not is_running(home):
         conf = render(home)
-        subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], check=True,
-                       cwd=PROJECT_DIR)
+        argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+        subprocess.run(netns.command(netns.namespace_of(home.run), argv), check=True, cwd=PROJECT_DIR)
     if wait:
         wait_healthy(home, timeout)
     return time.monotonic() - began

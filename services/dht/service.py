@@ -67,7 +67,7 @@ class DhtService(ServiceBase):
 
     async def start(self) -> None:
         port = int(self.ctx.config.get("services/entangled-dht/udp-port"))
-        await self.node.listen(port, "127.0.0.1")
+        await self.node.listen(port, str(self.ctx.config.get("services/entangled-dht/listen-host") or "0.0.0.0"))
         self._loop_task = self.ctx.bus.spawn(self._upkeep())
 
     async def stop(self) -> None:

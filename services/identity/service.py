@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ CACHE_TTL = 600.0
 NICKNAME_ATTEMPTS = 5
 NICKNAME_FIRST_DELAY = 1.0
 IDSERVER_OPTIONS = "services/identity-server/"
+ANY_ADDRESS = ("0.0.0.0", "::", "*")
+STUN_TIMEOUT = 5.0
+CONTACT_OPTIONS = ("services/tcp-connections/", "services/network/selected", "services/entangled-dht/known-nodes")
 TAKEOVER_CHECK_INTERVAL = 120.0
 """Seconds between checks that no other node took our identity over (a nudge checks at once)."""
 TAKEOVER_MIN_INTERVAL = 5.0
@@ -83,8 +87,9 @@ class IdentityService(KeysEndpoints):
     async def _first_takeover_check(self) -> None:
         try:
             await self.check_takeover()
+            await self.refresh_contacts()
         except NodeError as exc:
-            log.info("takeover check failed: %s", exc)
+            log.info("identity check failed: %s", exc)
 
     async def stop(self) -> None:
         await self.unsubscribe_packets()
@@ -96,6 +101,14 @@ class IdentityService(KeysEndpoints):
     async def on_config_changed(self, keys: list[str]) -> None:
         if not keys or any(key.startswith(IDSERVER_OPTIONS) for key in keys):
             await self._reconcile_idserver()
+        if not keys or any(key.startswith(CONTACT_OPTIONS) for key in keys):
+            self.ctx.bus.spawn(self._refresh_contacts_safely())
+
+    async def _refresh_contacts_safely(self) -> None:
+        try:
+            await self.refresh_contacts()
+        except NodeError as exc:
+            log.warning("our new address could not be published: %s", exc)
 
     async def _reconcile_idserver(self) -> None:
         """Run the identity server exactly when and where the options say."""
@@ -105,11 +118,13 @@ class IdentityService(KeysEndpoints):
         hosts = {f"{config.get(IDSERVER_OPTIONS + 'host') or '127.0.0.1'}:{port}",
                  f"127.0.0.1:{port}", f"localhost:{port}"}
         current = self.idserver
-        if current is not None and (not enabled or current.port != port or current.store.hosts != hosts):
+        bind = str(config.get(IDSERVER_OPTIONS + "listen-host") or "0.0.0.0")
+        if current is not None and (not enabled or current.port != port or current.store.hosts != hosts
+                                    or current.bind != bind):
             await current.stop()
             self.idserver = None
         if enabled and self.idserver is None:
-            server = IdServer(IdServerStore(self.idserver_root, hosts), port)
+            server = IdServer(IdServerStore(self.idserver_root, hosts), port, bind)
             try:
                 await server.start()
             except OSError as exc:
@@ -272,7 +287,7 @@ class IdentityService(KeysEndpoints):
                 # that already accepted the name.
                 self.keyring.set_master(key)
             try:
-                doc = document.new_document([ids.server_url(s, name) for s in servers], self._contacts(), key)
+                doc = document.new_document([ids.server_url(s, name) for s in servers], await self._contacts(), key)
             except DocumentError as exc:
                 raise InvalidArgumentError(str(exc)) from None
             for server in servers:
@@ -319,7 +334,8 @@ class IdentityService(KeysEndpoints):
             if found.publickey != crypto.public_key_to_ssh(key.public_key()):
                 raise InvalidArgumentError(f"the private key does not belong to {found.idurl}", reason="key_mismatch")
             try:
-                doc = document.new_document(list(found.sources), self._contacts(), key, revision=found.revision + 1)
+                doc = document.new_document(list(found.sources), await self._contacts(), key,
+                                             revision=found.revision + 1)
             except DocumentError as exc:
                 raise InvalidArgumentError(str(exc)) from None
             await self._upload_everywhere(doc, required=True)
@@ -395,6 +411,7 @@ class IdentityService(KeysEndpoints):
             try:
                 await self.check_takeover()
                 await self._rotate_if_stranded()
+                await self.refresh_contacts()
             except NodeError as exc:
                 log.info("identity check failed: %s", exc)
 
@@ -509,8 +526,56 @@ class IdentityService(KeysEndpoints):
             await asyncio.sleep(delay)
             delay *= 2
 
-    def _contacts(self) -> list[str]:
-        return [f"tcp://127.0.0.1:{int(self.ctx.config.get('services/tcp-connections/tcp-port'))}"]
+    async def _contacts(self) -> list[str]:
+        """Where other nodes reach our transport: `tcp://<advertised host>:<tcp port>`."""
+        host = await self._advertised_host()
+        port = int(self.ctx.config.get("services/tcp-connections/tcp-port"))
+        return [f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"]
+
+    async def _advertised_host(self) -> str:
+        """The configured external host, else a specific listen address, else the address a DHT peer
+        sees us at (STUN), else the local address that routes to a DHT seed, else loopback."""
+        config = self.ctx.config
+        external = str(config.get("services/tcp-connections/external-host") or "").strip()
+        if external:
+            return external
+        listen = str(config.get("services/tcp-connections/listen-host") or "").strip()
+        if listen and listen not in ANY_ADDRESS:
+            return listen
+        try:
+            seen = await self.ctx.bus.call_internal("dht", "stun", timeout=STUN_TIMEOUT)
+            if seen.get("ip"):
+                return str(seen["ip"])
+        except NodeError as exc:
+            log.info("no DHT peer told us our address: %s", exc.reason)
+        return _route_address(self._seed_hosts()) or "127.0.0.1"
+
+    def _seed_hosts(self) -> list[str]:
+        network = network_config.load_selected(self.ctx.home.networks_dir,
+                                               self.ctx.config.get("services/network/selected"))
+        seeds = list(network.dht_seeds) if network else []
+        extra = str(self.ctx.config.get("services/entangled-dht/known-nodes") or "")
+        seeds += [s.strip() for s in extra.split(",") if s.strip()]
+        return [seed.rpartition(":")[0] or seed for seed in seeds]
+
+    async def refresh_contacts(self) -> bool:
+        """Publish a new revision when the address we are reached at changed; True if it did."""
+        doc = self.doc
+        if doc is None or not self._master_matches(doc):
+            return False
+        contacts = await self._contacts()
+        if list(doc.contacts) == contacts:
+            return False
+        async with self._identity_lock:
+            if self.doc is not doc:
+                return False
+            new = document.new_document(list(doc.sources), contacts, self.master_key(), revision=doc.revision + 1)
+            await self._upload_everywhere(new, required=True)
+            self._set_identity(new)
+        log.info("our address changed from %s to %s: identity revision %d published", ", ".join(doc.contacts),
+                 ", ".join(contacts), new.revision)
+        await self._identity_written(new)
+        return True
 
     def _known_servers(self) -> list[str]:
         """Identity servers of the selected network, then the `known-servers` option."""
@@ -588,3 +653,17 @@ def _read_backup(source: str) -> tuple[str | None, rsa.RSAPrivateKey]:
     except crypto.CryptoError:
         raise InvalidArgumentError("the backup holds no valid private key", reason="invalid_private_key") from None
     return idurl, key
+
+
+def _route_address(hosts: list[str]) -> str | None:
+    """The local address the OS would send from to reach one of `hosts` (no packet is sent)."""
+    for host in hosts:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect((host, 9))
+                address = str(probe.getsockname()[0])
+        except OSError:
+            continue
+        if address and not address.startswith("0."):
+            return address
+    return None

@@ -110,7 +110,7 @@ def _check_command(command: str) -> None:
 
 
 def _tcp_options(ctx: ProcessContext) -> TcpOptions:
-    host = str(ctx.config.get(TCP_HOST_OPTION) or "127.0.0.1")
+    host = str(ctx.config.get(TCP_HOST_OPTION) or "0.0.0.0")
     return TcpOptions(host=host, port=int(ctx.config.get(TCP_PORT_OPTION)))
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from common import codec, registry
 from common.home import NodeHome
+from deploy import netns
 
 
 @dataclass
@@ -22,10 +23,13 @@ class NodeClient:
     api_port: int
     ws_port: int
     secret: str
+    address: str = "127.0.0.1"
+    """Where other nodes reach this one (its namespace's address in a `--netns` network)."""
 
     @classmethod
     def from_listing(cls, item: dict[str, Any]) -> "NodeClient":
-        return cls(item["name"], NodeHome(Path(item["home"])), item["api_port"], item["ws_port"], item["api_secret"])
+        return cls(item["name"], NodeHome(Path(item["home"])), item["api_port"], item["ws_port"], item["api_secret"],
+                   item.get("address", "127.0.0.1"))
 
     @property
     def base(self) -> str:
@@ -37,7 +41,17 @@ class NodeClient:
 
     def request(self, verb: str, route: str, body: Any = None, params: dict[str, Any] | None = None,
                 secret: str | None = "", timeout: float = 60) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, decoded envelope); `secret=None` sends no secret."""
+        """(HTTP status, decoded envelope); `secret=None` sends no secret.
+
+        A node in a network namespace is called from a thread inside that namespace.
+        """
+        namespace = netns.namespace_of(self.home.run)
+        if namespace:
+            return netns.in_namespace(namespace, self._request, verb, route, body, params, secret, timeout)
+        return self._request(verb, route, body, params, secret, timeout)
+
+    def _request(self, verb: str, route: str, body: Any, params: dict[str, Any] | None, secret: str | None,
+                 timeout: float) -> tuple[int, dict[str, Any]]:
         url = self.base + route
         if params:
             url += "?" + urllib.parse.urlencode({k: _text(v) for k, v in params.items()})
