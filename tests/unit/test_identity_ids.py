@@ -47,3 +47,11 @@ def test_normalize_server():
     for bad in ("127.0.0.1", "h:0", "h:port", "a b:1", 5):
         with pytest.raises(InvalidArgumentError):
             ids.normalize_server(bad)
+
+
+def test_the_route_to_a_seed_names_our_address():
+    from services.identity.service import _route_address
+
+    assert _route_address(["127.0.0.1"]) == "127.0.0.1"
+    assert _route_address(["not a host name", "127.0.0.1"]) == "127.0.0.1"
+    assert _route_address([]) is None
