@@ -224,9 +224,31 @@ class DhtNode:
             count += 1
         return count
 
-    async def stun(self, peers: list[tuple[str, int]] | None = None) -> tuple[str, int] | None:
-        """The address a peer sees our packets come from; None when no peer answers."""
-        candidates = [(n.ip, n.port) for n in self.contacts()]
+    async def stun_from_port(self, port: int, peers: list[tuple[str, int]]) -> tuple[str, int] | None:
+        """`stun` from a fresh socket on local UDP `port`: what a peer sees of that port.
+
+        Raises `OSError` when the port cannot be bound (in use, not allowed).
+        """
+        loop = asyncio.get_running_loop()
+        transport, probe = await loop.create_datagram_endpoint(
+            lambda: DhtProtocol(Node(hashlib.sha1(os.urandom(20)).digest()), self.store, self.ksize,
+                                self.rpc_timeout),
+            local_addr=("0.0.0.0", port))
+        try:
+            for addr in peers:
+                found = await probe.call_stun(addr)
+                if found is not None:
+                    return found
+            return None
+        finally:
+            transport.close()
+
+    async def stun(self, peers: list[tuple[str, int]] | None = None, only: bool = False) -> tuple[str, int] | None:
+        """The address a peer sees our packets come from; None when no peer answers.
+
+        `peers` are asked first, then up to three known contacts (none with `only`).
+        """
+        candidates = [] if only else [(n.ip, n.port) for n in self.contacts()]
         random.shuffle(candidates)
         for addr in (peers or []) + candidates[:3]:
             if addr == self.address:

@@ -12,7 +12,7 @@ from typing import Any
 
 from common import crypto
 from common.endpoint import endpoint
-from common.errors import InvalidArgumentError, NodeError, UnavailableError
+from common.errors import ConflictError, InvalidArgumentError, NodeError, UnavailableError
 from common.network_config import load_selected, split_hostport
 from common.process import ProcessContext, ServiceBase
 from services.dht import layers, records
@@ -249,11 +249,27 @@ class DhtService(ServiceBase):
         return {"read": "failed", "key": key, "error": outcome.error, "reason": outcome.reason or "not_found"}
 
     @endpoint("stun", internal=True)
-    async def stun(self) -> dict[str, Any]:
-        found = await self.node.stun(await self._seeds())
+    async def stun(self, udp_port: int | None = None, dht_port: int | None = None) -> dict[str, Any]:
+        """The address a DHT peer sees us at: from the DHT's own socket, or from local `udp_port`;
+        asking the seeds, or the seeds' hosts at `dht_port` (the reference's `network_stun`)."""
+        seeds = await self._seeds()
+        if dht_port:
+            seeds = [(host, int(dht_port)) for host, _ in seeds]
+        mine = self.node.address[1] if self.node.address else None
+        local: int | None
+        if udp_port and int(udp_port) != mine:
+            try:
+                found = await self.node.stun_from_port(int(udp_port), seeds)
+            except OSError as err:
+                raise ConflictError(f"UDP port {udp_port} cannot be used: {err.strerror}",
+                                    reason="port_in_use") from None
+            local = int(udp_port)
+        else:
+            found = await self.node.stun(seeds, only=bool(dht_port))
+            local = mine
         if found is None:
             raise UnavailableError("no DHT peer answered", reason="dht_not_connected")
-        return {"ip": found[0], "port": found[1], "local_port": self.node.address[1] if self.node.address else None}
+        return {"ip": found[0], "port": found[1], "local_port": local}
 
     @endpoint("status", internal=True)
     async def status(self) -> dict[str, Any]:

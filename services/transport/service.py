@@ -307,8 +307,15 @@ class TransportService(ServiceBase):
         if not await self.connector.wait_connected(float(wait_timeout or 0)):
             detail = self.connector.last_error or f"network state is {self.connector.state}"
             raise UnavailableError(f"network is not connected: {detail}", reason="network_disconnected")
-        return {"service_network": "started", "service_gateway": "started", "service_p2p_hookups": "started",
-                "service_tcp_connections": "started", "service_proxy_transport": "disabled"}
+        # The reference's answer: its network services and their states, here read from what runs.
+        def state(running: bool) -> str:
+            return "started" if running else "stopped"
+
+        return {"service_network": state(self.connector.state == network.CONNECTED),
+                "service_gateway": state(self.gateway.local_idurl() is not None),
+                "service_p2p_hookups": state(self.connector.state == network.CONNECTED),
+                "service_tcp_connections": state(self.tcp.listening()),
+                "service_proxy_transport": "disabled"}  # the relay is not built: never claimed
 
     @endpoint()
     async def network_disconnect(self) -> Reply:
@@ -356,9 +363,10 @@ class TransportService(ServiceBase):
 
     @endpoint()
     async def network_stun(self, udp_port: int | None = None, dht_port: int | None = None) -> dict[str, Any]:
-        # dht.stun() detects the address of the DHT's own UDP socket; the ports are not passed on.
+        # From the DHT's own socket unless `udp_port` names another local port; `dht_port` is the
+        # port the seeds' STUN answers on when it is not theirs by default.
         try:
-            found = await self.ctx.bus.call_internal("dht", "stun", timeout=20)
+            found = await self.ctx.bus.call_internal("dht", "stun", timeout=20, udp_port=udp_port, dht_port=dht_port)
         except NodeError as err:
             raise UnavailableError(f"STUN failed: {err.message}", reason="stun_failed") from None
         # The reference's fields: one peer's answer cannot tell a symmetric NAT, hence type "unknown".

@@ -190,6 +190,14 @@ async def test_values_records_nicknames_and_layers_across_nodes(tmp_path: Path):
         assert next(la for la in status["layers"] if la["layer_id"] == 3)["attached"] is True
         stun = await n2.internal("stun")
         assert stun["ip"] == "127.0.0.1" and stun["port"] == n2.service.node.address[1]
+        # From another local UDP port: the peer sees that port.
+        spare = free_port(socket.SOCK_DGRAM)
+        other = await n2.internal("stun", udp_port=spare)
+        assert other["port"] == spare and other["local_port"] == spare
+        # The seeds' STUN at a port nobody listens on: nobody answers.
+        with pytest.raises(NodeError) as nobody:
+            await n2.internal("stun", dht_port=free_port(socket.SOCK_DGRAM))
+        assert nobody.value.reason == "dht_not_connected"
         await sub.unsubscribe()
 
 
