@@ -51,6 +51,10 @@ class ServiceMachine(Automat):
     initial = "OFF"
 
 
+GRACEFUL_STOP_WAIT = 600.0
+"""The longest `process_stop(instant=false)` waits for transfers to finish."""
+
+
 def _after_response(action: Callable[[], Awaitable[None]]) -> None:
     actions = AFTER_RESPONSE.get()
     if actions is None:
@@ -120,8 +124,26 @@ class ApiService(ServiceBase):
 
     @endpoint()
     async def process_stop(self, instant: bool = True) -> Reply:
-        _after_response(lambda: self.supervisor.call("shutdown"))
-        return Reply(None, "stopping the node")
+        """`instant`: stop now (each program gets its usual few seconds to close). Otherwise stop once
+        no upload, download or rebuild runs any more, waiting at most `GRACEFUL_STOP_WAIT`."""
+        if instant:
+            _after_response(lambda: self.supervisor.call("shutdown"))
+            return Reply(None, "stopping the node")
+        self.ctx.bus.spawn(self._stop_when_idle())
+        return Reply(None, "stopping the node once its transfers are finished")
+
+    async def _stop_when_idle(self) -> None:
+        deadline = time.monotonic() + GRACEFUL_STOP_WAIT
+        while time.monotonic() < deadline:
+            try:
+                items = await self.ctx.bus.call("api.storage.transfers_list", {}, timeout=10)
+            except NodeError:
+                break  # storage not answering: nothing of it to wait for
+            if not any(item.get("incoming") or item.get("outgoing") for item in items or []):
+                break
+            await asyncio.sleep(1.0)
+        log.info("stopping the node (graceful)")
+        await self.supervisor.call("shutdown")
 
     @endpoint()
     async def process_restart(self) -> Reply:

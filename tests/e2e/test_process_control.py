@@ -84,6 +84,23 @@ def test_config_survives_process_restart(solo):
     assert solo.ok("config_get", key="services/customer/needed-space")["value"] == 3 * 1024**3
 
 
+def test_process_stop_not_instant_waits_for_idle_then_stops(solo):
+    # Nothing is being transferred: the graceful stop goes ahead at once.
+    status, doc = solo.get("/process/stop/v1", instant=False)
+    assert status == 200 and "transfers" in doc["message"]
+    wait_for(lambda: not node.is_running(solo.home), timeout=30, what="node stopped")
+    wait_for(lambda: not _alive(solo.home.run / "supervisord.pid"), timeout=30, what="supervisord gone")
+    node.start(solo.home, wait=True, timeout=60)
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def test_process_stop_then_localnet_down(solo):
     status, _ = solo.get("/process/stop/v1")
     assert status == 200
