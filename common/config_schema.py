@@ -155,6 +155,8 @@ _BASE: tuple[Option, ...] = (
     _text("services/network/selected", "", "selected network configuration"),
     Option("services/private-messages/message-ttl", "positive integer", 60 * 60 * 24 * 30,
            "seconds a sent message is kept for an offline recipient", min=1),
+    Option("services/private-groups/broker-positions", "positive integer", 2,
+           "message brokers a group creator hires (each keeps a copy of its groups' queues)", min=1, max=3),
 )
 
 OPTIONS: dict[str, Option] = {o.key: o for o in _BASE}

@@ -55,10 +55,10 @@ CATALOG: tuple[LogicalService, ...] = (
     _S("service_shared_data", "storage", ("service_my_data",)),
     _S("service_private_messages", "messaging", ("service_keys_registry", "service_entangled_dht")),
     _S("service_message_history", "messaging", ("service_private_messages",)),
-    _S("service_message_broker", "messaging", ("service_private_messages", "service_nodes_lookup"), built=False),
-    _S("service_private_groups", "messaging", ("service_private_messages", "service_nodes_lookup"), built=False),
-    # Serves group members' queue-connect requests for brokers: part of groups, not built yet.
-    _S("service_joint_postman", "messaging", ("service_private_messages",), built=False),
+    _S("service_message_broker", "messaging", ("service_private_messages", "service_nodes_lookup")),
+    _S("service_private_groups", "messaging", ("service_private_messages", "service_nodes_lookup")),
+    # Serves group members' queue requests (fetch, produce) on a broker: the broker's queue verbs.
+    _S("service_joint_postman", "messaging", ("service_private_messages",)),
     _S("service_bismuth_blockchain", "ledger", ("service_tcp_connections",), enabled=False),
     _S("service_bismuth_wallet", "ledger", ("service_bismuth_blockchain",), enabled=False),
     _S("service_bismuth_node", "ledger", ("service_bismuth_blockchain",), enabled=False),

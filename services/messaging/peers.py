@@ -7,6 +7,7 @@ to WebSocket clients.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -21,6 +22,11 @@ from services.transport.peer_ids import idurl_to_global_id, to_idurl
 MY_IDENTITY_TTL = 30.0
 PUBLIC_KEY_TTL = 60.0
 STREAM_TIMEOUT = 1.0
+BROKERS_TTL = 30.0
+BROKER_POSITIONS = 3
+"""Positions read from the DHT (the reference engine's REQUIRED_BROKERS_COUNT)."""
+BROKERS_LAYER = 7
+"""The DHT layer message brokers announce themselves on (services/dht/layers.py MESSAGE_BROKERS)."""
 
 
 class BusPeers:
@@ -32,6 +38,7 @@ class BusPeers:
         self._me: dict[str, Any] | None = None
         self._me_at = 0.0
         self._keys: dict[str, tuple[float, RSAPublicKey]] = {}
+        self._brokers: dict[str, tuple[float, list[tuple[int, str]]]] = {}
 
     # ---- identity --------------------------------------------------------------------------------
 
@@ -131,6 +138,76 @@ class BusPeers:
         except NodeError:
             return 0
         return int((reply or {}).get("sockets") or 0)
+
+    # ---- groups and brokers ---------------------------------------------------------------------
+
+    async def request(self, idurl: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """A queue packet (`Message`) to another node and its reply document, without a ping first."""
+        return await self.deliver(idurl, payload, 0, timeout)
+
+    async def brokers(self, creator: str, refresh: bool = False) -> list[tuple[int, str]]:
+        """(position, broker IDURL) from the creator's signed `message_broker` records, cached a while."""
+        cached = self._brokers.get(creator)
+        if cached and not refresh and time.monotonic() - cached[0] < BROKERS_TTL:
+            return cached[1]
+        replies = await asyncio.gather(*(
+            self.bus.call_internal("dht", "read_record", timeout=20, record_type="message_broker",
+                                   key=f"{creator}:{position}")
+            for position in range(BROKER_POSITIONS)), return_exceptions=True)
+        found = []
+        for position, reply in enumerate(replies):
+            if isinstance(reply, dict) and reply.get("read") == "success" and isinstance(reply.get("value"), dict):
+                broker = str(reply["value"].get("broker_idurl") or "")
+                if broker and reply["value"].get("customer_idurl") == creator:
+                    found.append((position, broker))
+        if not found and cached and any(isinstance(r, BaseException) for r in replies):
+            return cached[1]  # the dht process is away: keep what we knew
+        self._brokers[creator] = (time.monotonic(), found)
+        return found
+
+    async def publish_broker(self, creator: str, position: int, broker: str) -> None:
+        await self.bus.call_internal("dht", "write_record", timeout=30, record_type="message_broker",
+                                     key=f"{creator}:{position}",
+                                     value={"customer_idurl": creator, "broker_idurl": broker,
+                                            "position": position, "revision": int(time.time())})
+        self._brokers.pop(creator, None)
+
+    async def random_brokers(self, count: int) -> list[str]:
+        try:
+            found = await self.bus.call(subjects.api("dht", "dht_user_random"),
+                                        {"layer_id": BROKERS_LAYER, "count": count}, timeout=30)
+        except NodeError as err:
+            if err.status == 404:  # nobody announced on the layer yet
+                return []
+            raise
+        return [str(i) for i in found or []]
+
+    async def group_key(self, key_id: str) -> dict[str, Any]:
+        info = await self.bus.call(subjects.api("identity", "key_get"),
+                                   {"key_id": key_id, "include_signature": True}, timeout=10)
+        return dict(info)
+
+    async def certify_key(self, key_id: str) -> None:
+        """Have our master key sign the key's id and public half (the group certificate)."""
+        await self.bus.call(subjects.api("identity", "key_get"), {"key_id": key_id, "generate_signature": True},
+                            timeout=20)
+
+    async def sign_with(self, key_id: str, data: bytes) -> str:
+        reply = await self.bus.call_internal("identity", "sign", timeout=10, key_id=key_id, data=crypto.b64(data))
+        return str(reply["signature"])
+
+    async def unwrap_with(self, key_id: str, wrapped: bytes) -> bytes:
+        reply = await self.bus.call_internal("identity", "unwrap", timeout=10, key_id=key_id,
+                                             data=crypto.b64(wrapped))
+        return crypto.unb64(str(reply["data"]))
+
+    async def verify_signature(self, idurl: str, data: bytes, signature: str) -> bool:
+        return bool(await self.bus.call_internal("identity", "verify", timeout=20, data=crypto.b64(data),
+                                                 signature=signature, idurl=idurl))
+
+    async def identity_call(self, method: str, timeout: float = 30, **kwargs: Any) -> Any:
+        """An API method of the identity process (keys), for the group endpoints."""
+        return await self.bus.call(subjects.api("identity", method), kwargs, timeout=timeout)
 
     async def share_key(self, key_id: str, idurl: str) -> None:
         await self.bus.call(subjects.api("identity", "key_share"),

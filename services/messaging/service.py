@@ -6,8 +6,10 @@ key (envelope.py) and sent as a `Message` packet; the recipient's Ack makes it d
 says whether a consumer there took it at once (`consumed`). A recipient that cannot be reached
 gets it later (courier.py). Arriving `Message` packets come on `inbox.Message` (inbox.py).
 
-Groups, brokers and queues are not built yet: their methods answer 501 through the bus adapter,
-and `service_message_broker` / `service_private_groups` report OFF.
+Groups (group_endpoints.py, groups.py): a group key shared with members, brokers hired through
+the DHT keep each group's ordered queue (broker.py), members pull it in order. Queue packets are
+`Message` packets too (`{"queue": <verb>, …}`): they go to the broker, everything else to the
+private inbox.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from common.endpoint import Reply, endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from common.process import ProcessContext, ServiceBase
 from services.messaging import envelope
+from services.messaging.broker import Broker, is_queue_packet
+from services.messaging.group_endpoints import BROKER_OPTION, GROUPS_OPTION, GroupEndpoints
+from services.messaging.group_store import GroupStore
+from services.messaging.groups import Groups
+from services.messaging.membership import is_group_id
+from services.messaging.queue_store import QueueStore
 from services.messaging.consumers import CONSUMER_ID_RE, DIRECTIONS, MAX_POLLING_TIMEOUT, ConsumerBook
 from services.messaging.contacts import CONNECTED, ContactStates, friend_info
 from services.messaging.courier import Courier
@@ -82,8 +90,8 @@ def _message_types(value: Any) -> frozenset[str]:
     return frozenset(i for i in items if i)
 
 
-class MessagingService(ServiceBase):
-    """Serves message_*, friend(s)_* and group_info_dht; the group methods answer 501 until built."""
+class MessagingService(GroupEndpoints, ServiceBase):
+    """Serves message_*, friend(s)_*, group(s)_*, queue(s)_* and the broker's queue packets."""
 
     def __init__(self, ctx: ProcessContext):
         super().__init__(ctx)
@@ -93,6 +101,12 @@ class MessagingService(ServiceBase):
         self.consumers = ConsumerBook()
         self.courier = Courier(self.store, self.peers, self._seal, self._changed, self._private_on)
         self.inbox = MessageInbox(self.store, self.peers, self._arrived, self._ttl)
+        state = ctx.home.state("messaging")
+        self.group_store = GroupStore(state / "groups.sqlite")
+        self.queue_store = QueueStore(state / "queues.sqlite")
+        self.broker = Broker(self.queue_store, self.peers, lambda: bool(self.ctx.config.get(BROKER_OPTION)))
+        self.groups = Groups(self.group_store, self.store, self.peers, self._arrived, ctx.automats,
+                             positions=self._positions)
         self.contacts.listen(self._presence_changed)
         self._subscriptions: list[Any] = []
         self._courier_task: asyncio.Task[Any] | None = None
@@ -108,8 +122,11 @@ class MessagingService(ServiceBase):
             self._subscriptions.append(await nc.subscribe(subjects.event(event_id), cb=self._on_identity))
         self.ctx.bus.spawn(self._load_presence())
         self._courier_task = self.ctx.bus.spawn(self.courier.run())
+        if self.ctx.config.get(GROUPS_OPTION):
+            self.groups.restore()
 
     async def stop(self) -> None:
+        await self.groups.close()
         for sub in self._subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -117,10 +134,14 @@ class MessagingService(ServiceBase):
         if self._courier_task is not None:
             self._courier_task.cancel()
         self.store.close()
+        self.group_store.close()
+        self.queue_store.close()
 
     async def on_config_changed(self, keys: list[str]) -> None:
         if not keys or PRIVATE_OPTION in keys:
             self.courier.wake()
+        if (not keys or GROUPS_OPTION in keys) and self.ctx.config.get(GROUPS_OPTION):
+            self.groups.restore()
 
     def _private_on(self) -> bool:
         return bool(self.ctx.config.get(PRIVATE_OPTION))
@@ -166,7 +187,9 @@ class MessagingService(ServiceBase):
             doc = codec.loads(msg.data)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
-            if not self._private_on():
+            if is_queue_packet(doc.get("payload")):
+                reply = await self.broker.handle(str(doc.get("creator_idurl") or ""), doc["payload"])
+            elif not self._private_on():
                 reply = fail("private_messages_disabled", "this node does not take private messages now")
             else:
                 reply = await self.inbox.handle(doc)
@@ -214,7 +237,10 @@ class MessagingService(ServiceBase):
         """Counters: messages by direction and state, dropped packets by reason, consumers."""
         return {"messages": self.store.counts(), "received": self.inbox.received,
                 "duplicates": self.inbox.duplicates, "dropped": dict(self.inbox.dropped),
-                "consumers": len(self.consumers), "consumers_dropped": self.consumers.dropped}
+                "consumers": len(self.consumers), "consumers_dropped": self.consumers.dropped,
+                "groups": {"received": self.groups.received, "dropped": dict(self.groups.dropped)},
+                "broker": {"accepted": self.broker.accepted, "duplicates": self.broker.duplicates,
+                           "dropped": dict(self.broker.dropped)}}
 
     # ---- private messages -------------------------------------------------------------------------
 
@@ -281,6 +307,10 @@ class MessagingService(ServiceBase):
         named = [i for i in (recipient_id, sender_id) if i]
         if not named:
             raise InvalidArgumentError("recipient_id or sender_id is required", reason="invalid_argument")
+        group = next((i for i in named if is_group_id(i)), None)
+        if group is not None:
+            found = self.store.history(group, types, start, count, arrival_order=True)
+            return [{"doc": m.doc()} for m in found]
         me = (await self.peers.me())["idurl"]
         peers = []
         for user_id in named:
@@ -310,6 +340,14 @@ class MessagingService(ServiceBase):
 
     def _conversation(self, item: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
         peer = item["peer"]
+        if is_group_id(peer):
+            record = self.group_store.get(peer)
+            machine = self.groups.members.get(peer)
+            state = machine.state if machine is not None else "DISCONNECTED"
+            return {"conversation_id": item["conversation_id"], "type": item["msg_type"], "started": item["started"],
+                    "last_updated": item["last_updated"], "last_message_id": item["last_message_id"],
+                    "messages": item["messages"], "key_id": peer, "label": record.label if record else "",
+                    "idurl": None, "global_id": None, "state": state, "contact_state": state}
         state = self.contacts.state(peer)
         return {"conversation_id": item["conversation_id"], "type": item["msg_type"], "started": item["started"],
                 "last_updated": item["last_updated"], "last_message_id": item["last_message_id"],
@@ -372,7 +410,7 @@ class MessagingService(ServiceBase):
         await self.ctx.bus.publish_event("friend-removed", {"idurl": idurl, "global_id": idurl_to_global_id(idurl)})
         return Reply({"idurl": idurl, "global_id": idurl_to_global_id(idurl)}, "friend has been removed")
 
-    # ---- groups (only the DHT view is built) -------------------------------------------------------
+    # ---- groups: the DHT view (the rest is in group_endpoints.py) ---------------------------------
 
     @endpoint()
     async def group_info_dht(self, group_creator_id: str) -> list[dict[str, Any]]:

@@ -59,7 +59,9 @@ _COLUMNS = ("sender", "message_id", "direction", "recipient", "peer", "msg_type"
 
 
 def glob_id(idurl: str) -> str:
-    """The reference's `glob_id` of a user's master key: `master$name@host_port`."""
+    """The reference's `glob_id` of a user's master key: `master$name@host_port` (a key id stays as it is)."""
+    if "$" in idurl and "://" not in idurl:
+        return idurl  # a group: its key id
     return f"master${idurl_to_global_id(idurl)}"
 
 
@@ -211,15 +213,20 @@ class MessageStore:
         return float(row[0]) if row and row[0] is not None else None
 
     def history(self, peer: str, msg_types: Iterable[str] = (), offset: int = 0,
-                limit: int = 100) -> list[StoredMessage]:
-        """Messages exchanged with `peer`: the `limit` latest after skipping `offset`, oldest first."""
+                limit: int = 100, arrival_order: bool = False) -> list[StoredMessage]:
+        """Messages exchanged with `peer`: the `limit` latest after skipping `offset`, oldest first.
+
+        `arrival_order` orders by when they were recorded: a group's messages are recorded in
+        their queue order, which senders' clocks need not follow.
+        """
         sql = "SELECT * FROM messages WHERE peer=?"
         params: list[Any] = [peer]
         types = list(msg_types)
         if types:
             sql += f" AND msg_type IN ({', '.join('?' * len(types))})"
             params.extend(types)
-        sql += " ORDER BY time DESC, rowid DESC LIMIT ? OFFSET ?"
+        sql += " ORDER BY rowid DESC" if arrival_order else " ORDER BY time DESC, rowid DESC"
+        sql += " LIMIT ? OFFSET ?"
         params.extend([limit, offset])
         rows = self.db.execute(sql, params).fetchall()
         return [_row_to_message(r) for r in reversed(rows)]

@@ -150,7 +150,7 @@ def test_services_list_shape(net):
         assert item["state"] in ("ON", "OFF", "STARTING", "STOPPING", "DEPENDS_OFF")
     assert by_name["service_identity_server"]["enabled"] is True  # node 0 hosts it
     assert by_name["service_private_messages"]["state"] == "ON"
-    assert by_name["service_private_groups"]["state"] == "OFF" and by_name["service_message_broker"]["state"] == "OFF"
+    assert by_name["service_private_groups"]["state"] == "ON" and by_name["service_message_broker"]["state"] == "ON"
 
 
 def test_service_stop_and_start_switch_dependents(net):

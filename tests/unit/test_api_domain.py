@@ -29,9 +29,9 @@ def test_states_follow_options_processes_and_dependencies():
 def test_messaging_services_report_what_is_built():
     states = compute_states(lambda s: True, ALL, set())
     assert states["service_private_messages"] == ON and states["service_message_history"] == ON
-    # Groups and brokers are not built yet: OFF whatever their options say.
-    assert states["service_private_groups"] == OFF and states["service_message_broker"] == OFF
-    assert states["service_joint_postman"] == OFF
+    # Groups and brokers are built: ON when their options are.
+    assert states["service_private_groups"] == ON and states["service_message_broker"] == ON
+    assert states["service_joint_postman"] == ON
 
 
 def test_catalog_is_consistent():

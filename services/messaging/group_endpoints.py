@@ -1,0 +1,300 @@
+"""Group, broker and queue API methods of the messaging process (a mixin of `MessagingService`).
+
+Decoding and checking parameters, then groups.py (members), broker.py (brokers) and the identity
+process (group keys) do the work. A group is its key `group_<hex>$<creator global id>`: a node
+knows a group when its identity process holds that key (created here, or shared by
+`group_share`, private half included, with the creator's certificate).
+
+Codes: a malformed group key id 400; a group whose key is not held here 404 `group_not_found`;
+sending to, leaving or reconnecting a group that is not joined 409 `group_not_joined`; no broker
+reachable 503 `broker_unavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from common import codec, subjects
+from common.endpoint import Reply, endpoint
+from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
+from common.process import ServiceBase
+from services.messaging.broker import PRIMARY
+from services.messaging.group_store import GroupRecord
+from services.messaging.membership import alias_of, check_group_id, creator_of
+from services.messaging.queue_store import CONSUMER, PRODUCER
+from services.transport.peer_ids import idurl_to_global_id, to_idurl
+
+if TYPE_CHECKING:
+    from services.messaging.broker import Broker
+    from services.messaging.group_store import GroupStore
+    from services.messaging.groups import Groups
+    from services.messaging.peers import BusPeers
+
+log = logging.getLogger(__name__)
+
+GROUPS_OPTION = "services/private-groups/enabled"
+BROKER_OPTION = "services/message-broker/enabled"
+POSITIONS_OPTION = "services/private-groups/broker-positions"
+MAX_GROUP_MESSAGE_BYTES = 256 * 1024
+"""The largest `data` of a group message, as compact JSON (a larger one is refused with 413)."""
+
+
+class GroupTooLargeError(NodeError):
+    """A group message over `MAX_GROUP_MESSAGE_BYTES`."""
+
+    status = 413
+    reason = "message_too_large"
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise InvalidArgumentError(f"{name} must be true or false", reason="invalid_argument")
+
+
+class GroupEndpoints(ServiceBase):
+    """group_*, groups_list, message_send_group and queue_* methods."""
+
+    peers: BusPeers
+    groups: Groups
+    group_store: GroupStore
+    broker: Broker
+
+    def _require(self, option: str, service: str) -> None:  # pragma: no cover - provided by the service
+        raise NotImplementedError
+
+    def _positions(self) -> int:
+        try:
+            return max(1, min(3, int(self.ctx.config.get(POSITIONS_OPTION))))
+        except (TypeError, ValueError, NodeError):
+            return 2
+
+    async def _group_key(self, group_key_id: Any) -> tuple[str, dict[str, Any]]:
+        """The checked group key id and its key info; raises 400 / 404 `group_not_found`."""
+        group = check_group_id(group_key_id)
+        try:
+            info = await self.peers.identity_call("key_get", key_id=group, include_signature=True, timeout=10)
+        except NodeError as err:
+            if err.status == 404:  # errors crossing the bus come back as plain NodeErrors with their status
+                raise NotFoundError(f"group {group} was not found", reason="group_not_found") from None
+            raise
+        return group, dict(info)
+
+    def _item(self, group: str, key: dict[str, Any] | None, record: GroupRecord | None) -> dict[str, Any]:
+        """A `groups_list` item with the reference's fields, and where the member is in the queue."""
+        machine = self.groups.members.get(group)
+        state = machine.state if machine is not None else "DISCONNECTED"
+        label = (record.label if record else "") or (key or {}).get("label") or ""
+        key_info = {k: v for k, v in (key or {}).items() if k not in ("signature", "signature_pubkey")}
+        return {
+            "active": bool(record and record.joined and state == "IN_SYNC!"),
+            "alias": alias_of(group),
+            "group_key_id": group,
+            "group_key_info": key_info,
+            "label": label if label != group else "",
+            "last_sequence_id": record.last_seq if record else -1,
+            "state": state,
+            "joined": bool(record and record.joined),
+            "creator": creator_of(group),
+        }
+
+    # ---- groups ----------------------------------------------------------------------------------
+
+    @endpoint()
+    async def group_create(self, creator_id: str | None = None, key_size: Any = None, label: str = "",
+                           timeout: Any = 30) -> Reply:
+        self._require(GROUPS_OPTION, "service_private_groups")
+        if label is not None and not isinstance(label, str):
+            raise InvalidArgumentError("label must be text", reason="invalid_argument")
+        me = await self.peers.me()
+        if creator_id and to_idurl(str(creator_id)) != me["idurl"]:
+            raise InvalidArgumentError("a group can only be created by this node's own identity",
+                                       reason="invalid_argument")
+        seconds = float(timeout) if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else 30.0
+        alias = f"group_{secrets.token_hex(16)}"
+        info = await self.peers.identity_call("key_create", key_alias=alias, key_size=key_size, label=label or "")
+        group = str(info["key_id"])
+        await self.peers.certify_key(group)
+        self.group_store.upsert(group, label or "", me["idurl"], time.time())
+        try:
+            await asyncio.wait_for(self.groups.ensure_brokers(me["idurl"], self._positions()), max(1.0, seconds))
+        except (asyncio.TimeoutError, NodeError) as err:
+            log.warning("brokers for %s not hired yet: %s", group, getattr(err, "reason", "timeout"))
+        result = {k: v for k, v in info.items() if k not in ("key_id", "include_private", "active")}
+        result["group_key_id"] = group
+        await self.ctx.bus.publish_event("group-created", {"group_key_id": group, "label": label or ""})
+        return Reply(result, f"new group {group} created successfully")
+
+    @endpoint()
+    async def groups_list(self, only_active: Any = False, include_mine: Any = True,
+                          include_granted: Any = True) -> list[dict[str, Any]]:
+        active, mine, granted = (_flag(only_active, "only_active"), _flag(include_mine, "include_mine"),
+                                 _flag(include_granted, "include_granted"))
+        me = (await self.peers.me())["idurl"]
+        keys = await self.peers.identity_call("keys_list", timeout=10)
+        found = []
+        for key in keys or []:
+            group = str(key.get("key_id") or "")
+            if not str(key.get("alias") or "").startswith("group_"):
+                continue
+            own = creator_of(group) == me
+            if (own and not mine) or (not own and not granted):
+                continue
+            item = self._item(group, key, self.group_store.get(group))
+            if active and not item["active"]:
+                continue
+            found.append(item)
+        return found
+
+    @endpoint()
+    async def group_info(self, group_key_id: str) -> dict[str, Any]:
+        group, key = await self._group_key(group_key_id)
+        record = self.group_store.get(group)
+        item = self._item(group, key, record)
+        machine = self.groups.members.get(group)
+        brokers = await self.peers.brokers(creator_of(group))
+        item.update({
+            "brokers": [{"position": p, "broker_id": idurl_to_global_id(b), "idurl": b} for p, b in brokers],
+            "active_broker_id": idurl_to_global_id(machine.active_broker) if machine and machine.active_broker
+            else None,
+            "active_broker_idurl": machine.active_broker if machine and machine.active_broker else None,
+            "active_broker_position": machine.position if machine and machine.active_broker else None,
+            "members": machine.consumers if machine else [],
+            "producers": machine.producers if machine else [],
+            "last_error": machine.last_error if machine else "",
+        })
+        return item
+
+    @endpoint()
+    async def group_join(self, group_key_id: str, publish_events: Any = False, use_dht_cache: Any = True,
+                         wait_result: Any = True) -> Reply:
+        self._require(GROUPS_OPTION, "service_private_groups")
+        group, key = await self._group_key(group_key_id)
+        if key.get("is_public"):
+            raise ConflictError(f"only the public half of {group} is known here", reason="key_not_private")
+        me = (await self.peers.me())["idurl"]
+        creator = creator_of(group)
+        if creator == me:
+            try:
+                await self.groups.ensure_brokers(me, self._positions())
+            except NodeError as err:
+                log.warning("brokers for %s not hired: %s", group, err.reason)
+        label = key.get("label") if key.get("label") != group else ""
+        record = await self.groups.join(group, str(label or ""), creator, wait=_flag(wait_result, "wait_result"))
+        item = self._item(group, key, record)
+        await self.ctx.bus.publish_event("group-joined", {"group_key_id": group})
+        return Reply(item, f"group {group} joined" if item["active"] else f"group {group} is connecting")
+
+    @endpoint()
+    async def group_leave(self, group_key_id: str, erase_key: Any = False) -> Reply:
+        group = check_group_id(group_key_id)
+        erase = _flag(erase_key, "erase_key")
+        record = self.group_store.get(group)
+        if record is None:
+            await self._group_key(group)  # 404 when the key is not here either
+        if (record is None or not record.joined) and not erase:
+            raise ConflictError(f"group {group} is not joined", reason="group_not_joined")
+        if record is not None:
+            await self.groups.leave(group)
+        if erase:
+            try:
+                await self.peers.identity_call("key_erase", key_id=group)
+            except NodeError as err:
+                if err.status != 404:
+                    raise
+            self.groups.forget(group)
+        await self.ctx.bus.publish_event("group-left", {"group_key_id": group, "erase_key": erase})
+        return Reply({"group_key_id": group, "erase_key": erase}, f"group {group} deactivated")
+
+    @endpoint()
+    async def group_reconnect(self, group_key_id: str, use_dht_cache: Any = False) -> Reply:
+        self._require(GROUPS_OPTION, "service_private_groups")
+        group, key = await self._group_key(group_key_id)
+        record = self.group_store.get(group)
+        if record is None or not record.joined:
+            raise ConflictError(f"group {group} is not joined", reason="group_not_joined")
+        await self.groups.leave(group)
+        record = await self.groups.join(group, record.label, record.creator)
+        item = self._item(group, key, record)
+        return Reply(item, f"group {group} reconnected")
+
+    @endpoint()
+    async def group_share(self, group_key_id: str | None = None, trusted_user_id: str = "", timeout: Any = 45,
+                          publish_events: Any = False, key_id: str | None = None) -> Reply:
+        group, key = await self._group_key(group_key_id or key_id)
+        if key.get("is_public"):
+            raise ConflictError(f"only the public half of {group} is known here", reason="key_not_private")
+        if not key.get("signature"):
+            await self.peers.certify_key(group)  # a group key made by key_create: certify it now
+        seconds = float(timeout) if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else 45.0
+        result = await self._share(group, trusted_user_id, seconds)
+        return Reply(dict(result, group_key_id=group), f"group {group} was shared with {result.get('trusted_user_id')}")
+
+    async def _share(self, group: str, trusted_user_id: str, seconds: float) -> dict[str, Any]:
+        kwargs = {"key_id": group, "trusted_user_id": trusted_user_id, "include_private": True,
+                  "include_signature": True, "timeout": seconds}
+        reply = await self.ctx.bus.call(subjects.api("identity", "key_share"), kwargs, timeout=seconds + 10)
+        return dict(reply)
+
+    # ---- group messages --------------------------------------------------------------------------
+
+    @endpoint()
+    async def message_send_group(self, group_key_id: str, data: Any) -> Reply:
+        self._require(GROUPS_OPTION, "service_private_groups")
+        if not isinstance(data, dict):
+            raise InvalidArgumentError("data must be a JSON object", reason="invalid_data")
+        size = len(codec.dumps(data))
+        if size > MAX_GROUP_MESSAGE_BYTES:
+            raise GroupTooLargeError(f"message of {size} bytes is over the limit of {MAX_GROUP_MESSAGE_BYTES} bytes")
+        group = check_group_id(group_key_id)
+        record = self.group_store.get(group)
+        if record is None or not record.joined:
+            await self._group_key(group)  # 404 when the key is not held here
+            raise ConflictError(f"group {group} is not joined", reason="group_not_joined")
+        result = await self.groups.send(group, data)
+        return Reply(result, "group message sent")
+
+    # ---- queues ----------------------------------------------------------------------------------
+
+    async def _my_idurl(self) -> str:
+        return await self.peers.my_idurl() or ""
+
+    @endpoint()
+    async def queues_list(self) -> list[dict[str, Any]]:
+        return await self.broker.queues(await self._my_idurl())
+
+    @endpoint()
+    async def queue_consumers_list(self) -> list[dict[str, Any]]:
+        return self.broker.peers(CONSUMER)
+
+    @endpoint()
+    async def queue_producers_list(self) -> list[dict[str, Any]]:
+        return self.broker.peers(PRODUCER)
+
+    @endpoint()
+    async def queue_keepers_list(self) -> list[dict[str, Any]]:
+        """The broker sets this node keeps in the DHT as a group creator."""
+        me = await self._my_idurl()
+        groups = [r for r in self.group_store.all() if r.creator == me]
+        if not groups:
+            return []
+        brokers = await self.peers.brokers(me)
+        return [{"customer_id": idurl_to_global_id(me), "customer_idurl": me,
+                 "state": "CONNECTED" if len(brokers) >= self._positions() else "DHT_WRITE?",
+                 "groups": [r.group_key_id for r in groups],
+                 "brokers": [{"position": p, "broker_id": idurl_to_global_id(b), "idurl": b} for p, b in brokers]}]
+
+    @endpoint()
+    async def queue_peddlers_list(self) -> list[dict[str, Any]]:
+        """The queues this node serves as a broker, and whether it is numbering them now (primary)."""
+        return [{"queue_id": q["queue_id"], "group_key_id": q["group_key_id"], "position": q["position"],
+                 "role": q["role"], "state": "ACTIVE" if q["role"] == PRIMARY else "STANDBY",
+                 "last_sequence_id": q["last_sequence_id"]} for q in await self.broker.queues(await self._my_idurl())]
