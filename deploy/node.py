@@ -136,9 +136,22 @@ def start(home: NodeHome, wait: bool = True, timeout: float = 30) -> float:
         conf = render(home)
         argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
         subprocess.run(netns.command(netns.namespace_of(home.run), argv), check=True, cwd=PROJECT_DIR)
+        _wake(home)
     if wait:
         wait_healthy(home, timeout)
     return time.monotonic() - began
+
+
+def _wake(home: NodeHome) -> None:
+    """Knock on supervisord's socket: its loop polls before its first spawn, with a 1 s timeout, and
+    a request ends that poll, so the programs start now rather than a second later."""
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            supervisor(home).call_sync("getState")
+            return
+        except UnavailableError:
+            time.sleep(0.01)
 
 
 def stop(home: NodeHome, timeout: float = 30) -> bool:
