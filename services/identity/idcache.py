@@ -18,6 +18,10 @@ from services.identity.document import DocumentError, IdentityDocument
 log = logging.getLogger(__name__)
 
 
+MAX_CACHED = 10_000
+"""Other nodes' identities kept in memory and on disk."""
+
+
 class CacheConflictError(DocumentError):
     """A document that contradicts what the cache already knows about its IDURL."""
 
@@ -75,7 +79,17 @@ class IdentityCache:
         if requested:
             self._by_idurl[requested] = doc.idurl
         atomic_write(self._path(doc), doc.to_xml())
+        self._make_room(keep=doc.idurl)
         return doc
+
+    def _make_room(self, keep: str) -> None:
+        """At most `MAX_CACHED` documents: the least recently fetched go (peers can mint identities)."""
+        excess = len(self._docs) - MAX_CACHED
+        if excess <= 0:
+            return
+        oldest = sorted((p for p in self._docs if p != keep), key=lambda p: self._fetched.get(p, 0.0))
+        for primary in oldest[:excess]:
+            self._forget(primary)
 
     def remove(self, idurl: str) -> None:
         primary = self._by_idurl.get(idurl)

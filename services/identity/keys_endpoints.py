@@ -294,6 +294,7 @@ class KeysEndpoints(ServiceBase):
         record = await asyncio.to_thread(keyshare.open_key_payload, body.get("payload"), master, sender)
         if self.doc is not None and record.key_id == self.doc.primary.key_id():
             raise ShareError("nobody else can give us our own master key")
+        await self._check_owner(record.key_id, sender)
         known = self.keyring.get(record.key_id)
         if known is not None:
             if known.public_ssh() != record.public_ssh():
@@ -306,6 +307,19 @@ class KeysEndpoints(ServiceBase):
         await self.ctx.bus.publish_event("key-registered", {"key_id": record.key_id, "from": sender,
                                                            "is_private": record.private is not None})
         return {"key_id": record.key_id}
+
+    async def _check_owner(self, key_id: str, sender: str) -> None:
+        """Only a key's owner (under its IDURL of now or an earlier one) may give it to us, so no peer
+        can plant a key under someone else's name."""
+        _, owner = ids.split_key_id(key_id)
+        if owner.url == sender:
+            return
+        try:
+            doc = await self.fetch_document(sender)
+        except NodeError:
+            raise ShareError(f"the sender of {key_id} is unknown") from None
+        if owner.url not in doc.sources:
+            raise ShareError(f"{key_id} belongs to {owner.url}: only its owner can share it")
 
     async def answer_audit(self, body: dict[str, Any]) -> dict[str, Any]:
         """Prove that we hold the key an `AuditKey` packet asks about."""

@@ -62,6 +62,10 @@ class InboxDispatcher(Protocol):
     async def deliver(self, pkt: Packet, timeout: float) -> dict[str, Any]: ...
 
 
+MAX_PEER_KEYS = 10_000
+"""Peers' identities and public keys cached by the gateway."""
+
+
 @dataclass(frozen=True)
 class GatewayOptions:
     """Timeouts and limits of packet handling."""
@@ -168,7 +172,10 @@ class Gateway:
             key = crypto.load_public_key(str(doc.get("publickey") or ""))
         except crypto.CryptoError:
             raise NotFoundError(f"identity of {idurl} has no valid public key", reason="identity_invalid") from None
+        self._keys.pop(idurl, None)
         self._keys[idurl] = (time.monotonic(), key, doc)
+        while len(self._keys) > MAX_PEER_KEYS:
+            del self._keys[next(iter(self._keys))]  # the least recently fetched
         return doc
 
     async def _public_key(self, idurl: str, refresh: bool) -> RSAPublicKey:

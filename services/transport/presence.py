@@ -43,6 +43,10 @@ class ContactStatus(Automat):
     }
 
 
+MAX_PEERS = 10_000
+"""Presence machines kept at once."""
+
+
 class PresenceBook:
     """The `contact_status` machines of every peer we have dealt with."""
 
@@ -55,6 +59,7 @@ class PresenceBook:
         """Feed `event` to the peer's machine (created on first use); return its new state."""
         machine = self._machines.get(idurl)
         if machine is None:
+            self._make_room()
             machine = ContactStatus(f"contact_status_{idurl}", self._automats, name="contact_status")
             self._machines[idurl] = machine
         old = machine.state
@@ -62,6 +67,17 @@ class PresenceBook:
         if new != old and self._observer is not None:
             self._observer(idurl, old, new)
         return new
+
+    def _make_room(self) -> None:
+        """At most `MAX_PEERS` machines: the oldest ones not CONNECTED go first (peers can mint identities)."""
+        if len(self._machines) < MAX_PEERS:
+            return
+        for idurl, machine in list(self._machines.items()):
+            if machine.state != CONNECTED:
+                machine.close()
+                del self._machines[idurl]
+                if len(self._machines) < MAX_PEERS:
+                    return
 
     def state(self, idurl: str) -> str | None:
         machine = self._machines.get(idurl)

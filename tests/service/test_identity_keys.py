@@ -6,6 +6,8 @@ import pytest
 
 from common import codec, crypto, subjects
 from common.errors import NodeError
+from services.identity import keyshare
+from services.identity.keyring import KeyRecord
 from services.identity.service import IdentityService
 from tests.helpers import await_for, connect, nats_server, running_service
 from tests.service.test_identity_support import FakeTransport, configure
@@ -97,7 +99,7 @@ async def test_share_and_audit_between_two_nodes(bus_home, tmp_path):
     port = configure(bus_home, idserver=True)
     with nats_server(tmp_path / "bob") as bob_home:
         configure(bob_home)
-        async with running_service(bus_home, "identity", IdentityService), \
+        async with running_service(bus_home, "identity", IdentityService) as alice_service, \
                 running_service(bob_home, "identity", IdentityService):
             alice, bob = await connect(bus_home), await connect(bob_home)
             try:
@@ -150,6 +152,15 @@ async def test_share_and_audit_between_two_nodes(bus_home, tmp_path):
                     for node in (alice, bob):
                         opened = await node.call_internal("identity", "unwrap", key_id=key["key_id"], data=wrapped)
                         assert crypto.unb64(opened["data"]) == b"s" * 32
+                    # Bob cannot plant a key under alice's name (or anyone's but his own) at alice.
+                    forged = KeyRecord(key_id=f"planted$alice@127.0.0.1_{port}", public=crypto.generate_private_key(
+                        1024).public_key(), label="mine now", creator=f"http://127.0.0.1:{port}/bob.xml")
+                    payload = keyshare.build_key_payload(forged, crypto.load_public_key(
+                        (await alice.call_internal("identity", "my_identity"))["publickey"]), False, False)
+                    with pytest.raises(keyshare.ShareError, match="only its owner"):
+                        await alice_service.receive_key({"creator_idurl": f"http://127.0.0.1:{port}/bob.xml",
+                                                         "payload": payload})
+                    await _raises(alice.call("api.identity.key_get", {"key_id": forged.key_id}), 404)
                     # Another node's master key is derived from its fetched identity.
                     alice_master = await bob.call_internal("identity", "public_key",
                                                            key_id=f"master$alice@127.0.0.1_{port}")

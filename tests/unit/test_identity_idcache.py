@@ -58,3 +58,15 @@ def test_tampered_cache_files_are_dropped(tmp_path, keys):
     again = IdentityCache(tmp_path)
     again.load()
     assert again.get(OLD) is None and not path.exists()
+
+
+def test_the_cache_is_bounded_oldest_out(tmp_path, keys, monkeypatch):
+    from services.identity import idcache
+
+    monkeypatch.setattr(idcache, "MAX_CACHED", 3)
+    cache = IdentityCache(tmp_path)
+    urls = [f"http://127.0.0.1:8084/user{i}.xml" for i in range(5)]
+    for url in urls:
+        cache.put(_doc(keys[0], source=url))
+    assert [cache.get(u) is not None for u in urls] == [False, False, True, True, True]
+    assert len(list(tmp_path.glob("*.xml"))) == 3

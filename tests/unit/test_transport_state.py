@@ -82,3 +82,15 @@ def test_tcp_contacts():
     assert parse_tcp_contact("tcp://127.0.0.1:7771") == ("127.0.0.1", 7771)
     assert parse_tcp_contact("tcp://127.0.0.1:0") is None
     assert parse_tcp_contact("proxy://x:1") is None
+
+
+def test_presence_machines_are_bounded_connected_ones_kept(monkeypatch):
+    from services.transport import presence
+
+    monkeypatch.setattr(presence, "MAX_PEERS", 3)
+    book = presence.PresenceBook(None)
+    book.fire("http://h/a.xml", "link-up")  # CONNECTED: kept
+    for name in "bcdef":
+        book.fire(f"http://h/{name}.xml", "sent-failed")
+    assert len(book.items()) == 3 and book.state("http://h/a.xml") == presence.CONNECTED
+    assert book.state("http://h/f.xml") is not None and book.state("http://h/b.xml") is None
