@@ -42,6 +42,7 @@ from typing import Any
 from common import codec, crypto, spool, subjects
 from common.bus import Bus, binary_meta
 from common.endpoint import Reply, endpoint
+from common.loop_lag import LagMonitor
 from common.errors import DeadlineError, InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from common.packet import COMMANDS, Packet
 from common.process import ProcessContext, ServiceBase
@@ -133,11 +134,14 @@ class TransportService(ServiceBase):
         self.gateway.transports.append(self.tcp)
         self.connector = network.NetworkConnector(self.gateway, ctx.automats)
         self.gateway.on_self_connection = self._self_connection
+        self.lag = LagMonitor()
+        """How late this process's event loop runs (`packets_stats.event_loop_lag`)."""
         self._subscriptions: list[Any] = []
 
     # ---- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.lag.start()
         removed = await asyncio.to_thread(self.files.prepare)
         if removed:
             log.info("removed %d stale spool files", removed)
@@ -173,6 +177,7 @@ class TransportService(ServiceBase):
             await self.ctx.bus.respond_binary(msg, NodeError("internal error").to_wire())
 
     async def stop(self) -> None:
+        self.lag.stop()
         for sub in self._subscriptions:
             try:
                 await sub.unsubscribe()
@@ -434,6 +439,7 @@ class TransportService(ServiceBase):
     async def packets_stats(self) -> dict[str, Any]:
         stats = self.gateway.stats.as_dict()
         stats["in"]["identity_cache_count"] = len(self.gateway._keys)
+        stats["event_loop_lag"] = self.lag.snapshot()
         return stats
 
     @endpoint()
