@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -57,3 +58,17 @@ def user_path(text: object, name: str) -> Path:
         return Path(os.path.expanduser(raw)).resolve()
     except (OSError, RuntimeError, ValueError):
         raise InvalidArgumentError(f"{name} cannot be resolved", reason="invalid_path") from None
+
+
+def open_sqlite(path: Path, schema: str, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """A WAL sqlite database at `path` (its folder made), rows as `sqlite3.Row`, `schema` applied.
+
+    Autocommit mode (callers open their own transactions); usable from worker threads.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+    db.executescript(schema)
+    return db

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from services.messaging.queue_store import Entry
+from common.fsutil import open_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -61,12 +62,7 @@ class GroupStore:
     """Groups known to this node as a member."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db = open_sqlite(path, _SCHEMA)
 
     def close(self) -> None:
         self.db.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from common import codec
+from common.fsutil import open_sqlite
 
 OK = "ok"
 KNOWN = "known"
@@ -103,12 +104,7 @@ class QueueStore:
     """The queues a broker keeps, their entries, and who consumes and produces on them."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db = open_sqlite(path, _SCHEMA)
 
     def close(self) -> None:
         self.db.close()

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from common import codec
 from services.transport.peer_ids import idurl_to_global_id
+from common.fsutil import open_sqlite
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -129,12 +130,7 @@ class MessageStore:
     """History, outbox and friends in one sqlite file."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db = open_sqlite(path, _SCHEMA)
 
     def close(self) -> None:
         self.db.close()
