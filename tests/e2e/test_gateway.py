@@ -84,9 +84,15 @@ def _fill(pattern: str) -> str:
     return path
 
 
+# The only methods allowed to answer 501: the ledger (blockchain and billing) is not built. The list
+# only shrinks: a method built must leave it, and nothing may join it.
+NOT_BUILT = {"blockchain_info", "blockchain_wallet_balance", "blockchain_transaction_send", "blockchain_block_produce",
+             "billing_info", "billing_offers_list", "billing_offer_create", "billing_bid_create", "billing_bid_accept"}
+
+
 def test_every_route_answers_with_an_envelope(net):
     client = net.nodes[-1]
-    seen = set()
+    seen, not_built = set(), set()
     for method in registry.load():
         if method.name in DISRUPTIVE:
             continue
@@ -97,8 +103,11 @@ def test_every_route_answers_with_an_envelope(net):
             assert doc["status"] in ("OK", "ERROR") and "execution" in doc, (method.name, doc)
             if doc["status"] == "ERROR":
                 assert doc["errors"] and doc["reason"], (method.name, doc)
+            if status == 501:
+                not_built.add(method.name)
             seen.add(method.name)
     assert len(seen) + len(DISRUPTIVE) + 3 == len(registry.load()) == 124
+    assert not_built <= NOT_BUILT, not_built - NOT_BUILT
 
 
 def test_disruptive_routes_answer_and_recover(net, identities):
