@@ -18,6 +18,7 @@ from common import codec, crypto, subjects
 from common.endpoint import Reply, endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
 from common.process import ServiceBase
+from common.values import as_bool
 from services.identity import ids, keyshare
 from services.identity.keyring import KeyRecord, key_signature_payload
 from services.identity.keyshare import ShareError
@@ -332,16 +333,6 @@ class KeysEndpoints(ServiceBase):
         except crypto.CryptoError:
             raise ShareError("challenge must be base64") from None
         return await asyncio.to_thread(keyshare.audit_answer, record, challenge, bool(payload.get("is_private")))
-
-
-def as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0", "yes", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    raise InvalidArgumentError(f"{name} must be true or false")
 
 
 def _text(value: Any, name: str) -> str:

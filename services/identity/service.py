@@ -22,6 +22,7 @@ from common.endpoint import Reply, endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
 from common.fsutil import atomic_write
 from common.process import ProcessContext
+from common.values import as_bool
 from services.identity import document, ids
 from services.identity.document import DocumentError, IdentityDocument
 from services.identity.idcache import CacheConflictError, IdentityCache
@@ -29,7 +30,7 @@ from services.identity.idclient import IdServerClient
 from services.identity.idserver import IdServer
 from services.identity.idstore import IdServerStore
 from services.identity.keyring import Keyring
-from services.identity.keys_endpoints import KeysEndpoints, as_bool
+from services.identity.keys_endpoints import KeysEndpoints
 from services.identity.local_identity import LocalIdentity
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ from common import codec, subjects
 from common.endpoint import Reply, endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
 from common.process import ServiceBase
+from common.values import as_bool
 from services.messaging.broker import PRIMARY
 from services.messaging.group_store import GroupRecord
 from services.messaging.membership import alias_of, check_group_id, creator_of
@@ -48,16 +49,6 @@ class GroupTooLargeError(NodeError):
 
     status = 413
     reason = "message_too_large"
-
-
-def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0", "yes", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    raise InvalidArgumentError(f"{name} must be true or false", reason="invalid_argument")
 
 
 class GroupEndpoints(ServiceBase):
@@ -136,8 +127,8 @@ class GroupEndpoints(ServiceBase):
     @endpoint()
     async def groups_list(self, only_active: Any = False, include_mine: Any = True,
                           include_granted: Any = True) -> list[dict[str, Any]]:
-        active, mine, granted = (_flag(only_active, "only_active"), _flag(include_mine, "include_mine"),
-                                 _flag(include_granted, "include_granted"))
+        active, mine, granted = (as_bool(only_active, "only_active"), as_bool(include_mine, "include_mine"),
+                                 as_bool(include_granted, "include_granted"))
         me = (await self.peers.me())["idurl"]
         keys = await self.peers.identity_call("keys_list", timeout=10)
         found = []
@@ -188,7 +179,7 @@ class GroupEndpoints(ServiceBase):
             except NodeError as err:
                 log.warning("brokers for %s not hired: %s", group, err.reason)
         label = key.get("label") if key.get("label") != group else ""
-        record = await self.groups.join(group, str(label or ""), creator, wait=_flag(wait_result, "wait_result"))
+        record = await self.groups.join(group, str(label or ""), creator, wait=as_bool(wait_result, "wait_result"))
         item = self._item(group, key, record)
         await self.ctx.bus.publish_event("group-joined", {"group_key_id": group})
         return Reply(item, f"group {group} joined" if item["active"] else f"group {group} is connecting")
@@ -196,7 +187,7 @@ class GroupEndpoints(ServiceBase):
     @endpoint()
     async def group_leave(self, group_key_id: str, erase_key: Any = False) -> Reply:
         group = check_group_id(group_key_id)
-        erase = _flag(erase_key, "erase_key")
+        erase = as_bool(erase_key, "erase_key")
         record = self.group_store.get(group)
         if record is None:
             await self._group_key(group)  # 404 when the key is not here either

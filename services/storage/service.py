@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -22,9 +21,11 @@ from common.endpoint import Reply, endpoint
 from common.errors import InvalidArgumentError, NodeError, NotFoundError
 from common.fsutil import user_path
 from common.process import ProcessContext, ServiceBase
+from common.values import as_bool
 from services.storage.catalog import DIR, Item, split_remote_path
 from services.storage.customer import Customer
 from services.storage.employer import FIRED
+from services.storage.shares import SharesEndpoints
 from services.storage.supplier import SupplierRole
 from services.storage.wire import BusPeers
 from services.transport.peer_ids import idurl_to_global_id, to_idurl
@@ -40,20 +41,7 @@ RESTORE_PATIENCE = 90.0
 """Seconds a recovered identity waits for its suppliers record and catalog before hiring anew."""
 
 
-def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value is None:
-        return False
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise InvalidArgumentError(f"{name} must be true or false", reason="invalid_argument")
-
-
-class StorageService(ServiceBase):
+class StorageService(SharesEndpoints, ServiceBase):
     """Serves files_*, file_*, shares_*, suppliers_*, customers_*, space_* and transfers_list."""
 
     def __init__(self, ctx: ProcessContext):
@@ -244,17 +232,17 @@ class StorageService(ServiceBase):
     async def files_list(self, remote_path: str | None = None, key_id: str | None = None, recursive: Any = True,
                          all_customers: Any = False, include_uploads: Any = False,
                          include_downloads: Any = False) -> list[dict[str, Any]]:
-        deep = _flag(recursive, "recursive")
+        deep = as_bool(recursive, "recursive")
         catalog = self.customer.catalog
         if remote_path:
             item = self._item(remote_path)
             items = [item] if item.type != DIR else catalog.items(item.key_id, item.path, recursive=deep)
         else:
             items = catalog.items(key_id or None, recursive=deep)
-            if not _flag(all_customers, "all_customers"):
+            if not as_bool(all_customers, "all_customers"):
                 items = [i for i in items if not i.owner_idurl or key_id]
-        return [self._item_info(i, _flag(include_uploads, "include_uploads"),
-                                _flag(include_downloads, "include_downloads")) for i in items]
+        return [self._item_info(i, as_bool(include_uploads, "include_uploads"),
+                                as_bool(include_downloads, "include_downloads")) for i in items]
 
     @endpoint()
     async def file_exists(self, remote_path: str) -> dict[str, Any]:
@@ -267,16 +255,16 @@ class StorageService(ServiceBase):
 
     @endpoint()
     async def file_info(self, remote_path: str, include_uploads: Any = True, include_downloads: Any = True) -> Any:
-        return self._item_info(self._item(remote_path), _flag(include_uploads, "include_uploads"),
-                               _flag(include_downloads, "include_downloads"))
+        return self._item_info(self._item(remote_path), as_bool(include_uploads, "include_uploads"),
+                               as_bool(include_downloads, "include_downloads"))
 
     @endpoint()
     async def file_create(self, remote_path: str, as_folder: Any = False, exist_ok: Any = False,
                           force_path_id: Any = None) -> Reply:
         key_id, path = split_remote_path(remote_path)
         await self.customer.check_key(key_id)
-        kind = DIR if _flag(as_folder, "as_folder") else "file"
-        item, created = self.customer.catalog.create(key_id, path, kind, exist_ok=_flag(exist_ok, "exist_ok"))
+        kind = DIR if as_bool(as_folder, "as_folder") else "file"
+        item, created = self.customer.catalog.create(key_id, path, kind, exist_ok=as_bool(exist_ok, "exist_ok"))
         self.customer.backup_later(key_id)
         result = {"created": created, "customer": to_idurl(key_id.split("$", 1)[1]), "global_id":
                   f"{key_id}:{item.id}", "key_id": key_id, "path": path, "path_id": str(item.id),
@@ -322,7 +310,7 @@ class StorageService(ServiceBase):
                                 publish_events: Any = False) -> Reply:
         jobs = await self.customer.start_upload(local_path, remote_path)
         key_id, path = split_remote_path(remote_path)
-        if _flag(wait_result, "wait_result"):
+        if as_bool(wait_result, "wait_result"):
             await asyncio.gather(*(job.done.wait() for job in jobs))
             failed = [j for j in jobs if j.state != "ready"]
             if failed:
@@ -335,14 +323,14 @@ class StorageService(ServiceBase):
                   "versions": [{"remote_path": j.remote_path, "version": j.uid, "state": j.state,
                                 "size": j.total_size} for j in jobs],
                   "state": "ready" if all(j.state == "ready" for j in jobs) else "uploading"}
-        if _flag(wait_result, "wait_result"):
+        if as_bool(wait_result, "wait_result"):
             return Reply(result, f"{key_id}:{path} uploaded successfully")
         return Reply(result, f"uploading task for {key_id}:{path} started, local path is {local_path}")
 
     @endpoint()
     async def files_uploads(self, include_running: Any = True, include_pending: Any = True) -> dict[str, Any]:
         running = [j.info() for j in self.customer.transfers.uploads.values() if not j.done.is_set()]
-        return {"running": running if _flag(include_running, "include_running") else [], "pending": [],
+        return {"running": running if as_bool(include_running, "include_running") else [], "pending": [],
                 "finished": [j.info() for j in self.customer.transfers.uploads.values() if j.done.is_set()][-20:]}
 
     @endpoint()
@@ -367,7 +355,7 @@ class StorageService(ServiceBase):
                                                   - len(Path(path).parts) - 1]) if jobs else ""
         else:
             target = str(jobs[0][1]) if jobs else ""
-        if _flag(wait_result, "wait_result"):
+        if as_bool(wait_result, "wait_result"):
             for job, _ in jobs:
                 await job.done.wait()
             failed = [j for j, _ in jobs if j.state != "ready"]
@@ -477,7 +465,7 @@ class StorageService(ServiceBase):
             items.append({"idurl": idurl, "global_id": idurl_to_global_id(idurl), "position": i,
                           "contact_state": await self.peers.contact_state(idurl),
                           **({k: v for k, v in contract.items() if k != "idurl"}
-                             if _flag(verbose, "verbose") else {})})
+                             if as_bool(verbose, "verbose") else {})})
         return items
 
     @endpoint()
@@ -503,118 +491,6 @@ class StorageService(ServiceBase):
     @endpoint()
     async def space_donated(self) -> dict[str, Any]:
         return self.supplier.space_donated()
-
-    # ---- shares -----------------------------------------------------------------------------------
-
-    async def _keys(self) -> list[dict[str, Any]]:
-        return list(await self.peers.api("identity", "keys_list", wait=10))
-
-    async def _share(self, key_id: str) -> dict[str, Any]:
-        for key in await self._keys():
-            if key.get("key_id") == key_id and str(key.get("alias", "")).startswith("share_"):
-                return key
-        raise NotFoundError(f"share {key_id} was not found", reason="key_not_found")
-
-    def _share_info(self, key: dict[str, Any], mine: str | None) -> dict[str, Any]:
-        key_id = str(key["key_id"])
-        creator_global = key_id.split("$", 1)[1]
-        creator = to_idurl(creator_global)
-        suppliers = self.customer.employer.idurls() if creator == mine else []
-        return {"active": bool(key.get("active", True)), "alias": key.get("alias"), "creator": creator_global,
-                "creator_idurl": creator, "key_id": key_id, "label": key.get("label"),
-                "ecc_map": f"ecc/{len(suppliers)}x{len(suppliers)}" if suppliers else None, "id": key_id,
-                "index": None, "name": key.get("alias"), "revision": -1,
-                "state": "OPENED" if key_id in self.customer.opened_shares else "CLOSED",
-                "suppliers": suppliers, "mine": creator == mine,
-                "files": len([i for i in self.customer.catalog.items(key_id) if i.type == "file"])}
-
-    @endpoint()
-    async def shares_list(self, only_active: Any = False, include_mine: Any = True,
-                          include_granted: Any = True) -> list[dict[str, Any]]:
-        mine = await self.peers.my_idurl()
-        found = []
-        for key in await self._keys():
-            if not str(key.get("alias", "")).startswith("share_"):
-                continue
-            info = self._share_info(key, mine)
-            if _flag(only_active, "only_active") and not info["active"]:
-                continue
-            if info["mine"] and not _flag(include_mine, "include_mine"):
-                continue
-            if not info["mine"] and not _flag(include_granted, "include_granted"):
-                continue
-            found.append(info)
-        return found
-
-    @endpoint()
-    async def share_info(self, key_id: str) -> dict[str, Any]:
-        return self._share_info(await self._share(key_id), await self.peers.my_idurl())
-
-    @endpoint()
-    async def share_create(self, owner_id: str | None = None, key_size: Any = None, label: str = "",
-                           active: Any = True) -> Reply:
-        alias = f"share_{secrets.token_hex(16)}"
-        created = await self.peers.api("identity", "key_create", wait=60, key_alias=alias, key_size=key_size,
-                                       label=str(label or ""), active=_flag(active, "active"))
-        self._history("created", str(created["key_id"]))
-        self.customer.opened_shares.add(str(created["key_id"]))
-        return Reply(dict(created), f"new share {created['key_id']} created successfully")
-
-    @endpoint()
-    async def share_delete(self, key_id: str) -> Reply:
-        await self._share(key_id)
-        erased = await self.customer.delete_key_data(key_id)
-        await self.peers.api("identity", "key_erase", wait=20, key_id=key_id)
-        self.customer.opened_shares.discard(key_id)
-        self._history("deleted", key_id)
-        return Reply({"key_id": key_id, "versions_deleted": erased}, f"share {key_id} deleted")
-
-    @endpoint()
-    async def share_grant(self, key_id: str, trusted_user_id: str, timeout: Any = 45,
-                          publish_events: Any = True) -> Reply:
-        share = await self._share(key_id)
-        mine = await self.peers.my_idurl()
-        if to_idurl(key_id.split("$", 1)[1]) != mine:
-            raise NodeError(f"share {key_id} was not created by this node", reason="share_not_mine", status=409)
-        grantee = to_idurl(trusted_user_id)
-        wait = float(timeout or 45)
-        granted = await self.customer.grant(key_id, grantee)
-        await self.peers.api("identity", "key_share", wait=wait + 5, key_id=key_id, trusted_user_id=trusted_user_id,
-                             include_private=True, timeout=wait)
-        self._history("granted", key_id, grantee)
-        return Reply({"key_id": key_id, "trusted_user_id": grantee, "suppliers_granted": granted,
-                      "label": share.get("label")}, f"share {key_id} granted to {idurl_to_global_id(grantee)}")
-
-    @endpoint()
-    async def share_open(self, key_id: str, publish_events: Any = False) -> Reply:
-        await self._share(key_id)
-        mine = await self.peers.my_idurl()
-        creator = to_idurl(key_id.split("$", 1)[1])
-        added = 0
-        if creator != mine:
-            suppliers = await self.peers.suppliers_of(creator)
-            if not any(suppliers):
-                raise NotFoundError(f"the suppliers of {idurl_to_global_id(creator)} were not found in the DHT",
-                                    reason="suppliers_not_found")
-            added = await self.customer.restore_index(key_id, creator, suppliers)
-        self.customer.opened_shares.add(key_id)
-        self._history("opened", key_id)
-        return Reply({"key_id": key_id, "state": "OPENED", "versions_added": added}, f"share {key_id} opened")
-
-    @endpoint()
-    async def share_close(self, key_id: str) -> Reply:
-        await self._share(key_id)
-        self.customer.opened_shares.discard(key_id)
-        self._history("closed", key_id)
-        return Reply({"key_id": key_id, "state": "CLOSED"}, f"share {key_id} closed")
-
-    @endpoint()
-    async def share_history(self) -> list[dict[str, Any]]:
-        return list(self._share_history)
-
-    def _history(self, action: str, key_id: str, user: str = "") -> None:
-        self._share_history.append({"action": action, "key_id": key_id, "user": user, "time": time.time()})
-        del self._share_history[:-1000]
 
     # ---- models ------------------------------------------------------------------------------------
 
