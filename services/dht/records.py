@@ -225,6 +225,8 @@ def may_replace(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 MEMBERS_KEY = "members"
 MAX_MEMBERS = 40
+MAX_MEMBER_TTL = 600.0
+"""The longest a member entry may claim to live (members re-announce every few minutes)."""
 """A member list must fit one STORE request (8 KiB); the freshest entries are kept."""
 
 
@@ -245,6 +247,9 @@ def merge_members(old: dict[str, Any] | None, new: dict[str, Any], now: float | 
                 continue
             if entry["expire_at"] <= current:
                 continue
+            # An entry lives at most MAX_MEMBER_TTL from now: a far-future expiry cannot buy a
+            # permanent place at the top of the list (the freshest entries are the ones kept).
+            entry = dict(entry, expire_at=min(float(entry["expire_at"]), current + MAX_MEMBER_TTL))
             if idurl not in merged or entry["expire_at"] > merged[idurl]["expire_at"]:
                 merged[idurl] = entry
     keep = sorted(merged.items(), key=lambda item: item[1]["expire_at"], reverse=True)[:MAX_MEMBERS]

@@ -123,3 +123,19 @@ def test_attached_layers_follow_services_and_option():
     with pytest.raises(ValueError):
         layers.check_layer_id(-1)
     assert layers.check_layer_id("3") == 3
+
+
+def test_a_far_future_member_entry_does_not_outlive_the_others():
+    now = time.time()
+    genuine = {f"G{i}": records.member_entry(f"G{i}", "01", "h:1", now + 300) for i in range(records.MAX_MEMBERS)}
+    forged = {f"F{i}": records.member_entry(f"F{i}", "02", "h:2", now + 10**9) for i in range(records.MAX_MEMBERS)}
+    old = records.make_envelope(3, records.LAYER_MEMBERS, "members", {"members": genuine}, now + 300, "x")
+    new = records.make_envelope(3, records.LAYER_MEMBERS, "members", {"members": forged}, now + 300, "y")
+    merged = records.merge_members(old, new, now=now)
+    assert all(e["expire_at"] <= now + records.MAX_MEMBER_TTL for e in merged["data"]["members"].values())
+    # Ten minutes later the forged entries are gone, while genuine members keep re-announcing.
+    later = now + records.MAX_MEMBER_TTL + 1
+    fresh = records.make_envelope(3, records.LAYER_MEMBERS, "members",
+                                  {"members": {"G0": records.member_entry("G0", "01", "h:1", later + 300)}},
+                                  later + 300, "x")
+    assert set(records.live_members(records.merge_members(merged, fresh, now=later), now=later)) == {"G0"}
