@@ -35,13 +35,13 @@ class RawPeer:
         await self.frame(FrameKind.HELLO, hs.encode_hello(me, nonce, to=target))
         kind, body = await self.read_frame()
         hello = hs.decode_hello(body)
-        assert kind == FrameKind.HELLO and hello.idurl == target
-        their_key = crypto.load_public_key(target_doc["publickey"])
-        assert crypto.verify(their_key, hs.transcript(target, me, hello.nonce, nonce), hello.signature)
+        assert kind == FrameKind.HELLO and hello.idurl == target and not hello.signature
         proof = crypto.sign(key, hs.transcript(me, target, nonce, hello.nonce))
         await self.frame(FrameKind.AUTH, hs.encode_auth(proof))
-        kind, _ = await self.read_frame()
+        kind, body = await self.read_frame()
         assert kind == FrameKind.READY
+        their_key = crypto.load_public_key(target_doc["publickey"])
+        assert crypto.verify(their_key, hs.transcript(target, me, hello.nonce, nonce), hs.decode_ready(body))
 
     async def closed_by_peer(self, timeout: float = 10) -> bool:
         """True once the node hangs up on us."""

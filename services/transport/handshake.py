@@ -1,9 +1,12 @@
-"""The connection handshake: both ends prove they hold their identity's key.
+"""The connection handshake: both ends prove they hold their identity's key, the dialer first.
 
     dialer   -> HELLO {"v", "idurl": D, "nonce": nD, "to": L}
-    listener -> HELLO {"v", "idurl": L, "nonce": nL, "sig": sign_L(transcript(L, D, nL, nD))}
+    listener -> HELLO {"v", "idurl": L, "nonce": nL}
     dialer   -> AUTH  {"sig": sign_D(transcript(D, L, nD, nL))}
-    listener -> READY {}
+    listener -> READY {"sig": sign_L(transcript(L, D, nL, nD))}
+
+The listener signs only after the dialer's proof checks out, so a stranger who opens connections
+pays an RSA signature for each before the listener spends one.
 
 Each side signs the other's fresh nonce bound to both IDURLs and both nonces, so a signature
 can be neither replayed on another connection nor relayed to a third node. Pure code: the
@@ -103,6 +106,15 @@ def encode_auth(signature: bytes) -> bytes:
 def decode_auth(body: bytes | bytearray) -> bytes:
     """The dialer's signature from an AUTH body; raises `HandshakeError`."""
     return _unb64(_load(body).get("sig"), "sig")
+
+
+def encode_ready(signature: bytes) -> bytes:
+    return encode_auth(signature)
+
+
+def decode_ready(body: bytes | bytearray) -> bytes:
+    """The listener's signature from a READY body; raises `HandshakeError`."""
+    return decode_auth(body)
 
 
 def _load(body: bytes | bytearray) -> dict[str, Any]:

@@ -187,7 +187,7 @@ class TcpLink(asyncio.BufferedProtocol):
     # ---- handshake -----------------------------------------------------------------------------
 
     async def dial_handshake(self) -> None:
-        """Prove ourselves to the listener and check it is `expected_idurl`."""
+        """Prove ourselves to the listener first, then check its proof that it is `expected_idurl`."""
         creds = self.owner.credentials
         me = creds.local_idurl()
         if not me:
@@ -197,16 +197,19 @@ class TcpLink(asyncio.BufferedProtocol):
         hello = hs.decode_hello(await self._next_handshake_frame(FrameKind.HELLO))
         if hello.idurl != self.expected_idurl and not await creds.moved(self.expected_idurl, hello.idurl):
             raise hs.HandshakeError("wrong_peer", hello.idurl)
-        proof = hs.transcript(hello.idurl, me, hello.nonce, nonce)
-        if not hello.signature or not await creds.verify(hello.idurl, proof, hello.signature):
-            raise hs.HandshakeError("bad_signature")
         signature = await creds.sign(hs.transcript(me, hello.idurl, nonce, hello.nonce))
         await self.send_frame(FrameKind.AUTH, [hs.encode_auth(signature)])
-        await self._next_handshake_frame(FrameKind.READY)
+        their_signature = hs.decode_ready(await self._next_handshake_frame(FrameKind.READY))
+        if not await creds.verify(hello.idurl, hs.transcript(hello.idurl, me, hello.nonce, nonce), their_signature):
+            raise hs.HandshakeError("bad_signature")
         self._become_established(hello.idurl)
 
     async def accept_handshake(self) -> None:
-        """Check the dialer's proof and prove ourselves to it."""
+        """Check the dialer's proof, then prove ourselves to it.
+
+        The dialer signs first: a stranger gets a nonce, not a signature, so opening connections
+        costs it an RSA signature each before this node spends one (and one verify is cheap).
+        """
         creds = self.owner.credentials
         hello = hs.decode_hello(await self._next_handshake_frame(FrameKind.HELLO))
         me = creds.local_idurl()
@@ -217,13 +220,13 @@ class TcpLink(asyncio.BufferedProtocol):
         if creds.is_me(hello.idurl):
             raise hs.HandshakeError("self_connection")
         nonce = hs.new_nonce()
-        signature = await creds.sign(hs.transcript(me, hello.idurl, nonce, hello.nonce))
-        await self.send_frame(FrameKind.HELLO, [hs.encode_hello(me, nonce, signature=signature)])
+        await self.send_frame(FrameKind.HELLO, [hs.encode_hello(me, nonce)])
         their_signature = hs.decode_auth(await self._next_handshake_frame(FrameKind.AUTH))
         if not await creds.verify(hello.idurl, hs.transcript(hello.idurl, me, hello.nonce, nonce), their_signature):
             raise hs.HandshakeError("bad_signature")
+        signature = await creds.sign(hs.transcript(me, hello.idurl, nonce, hello.nonce))
         self._become_established(hello.idurl)
-        await self.send_frame(FrameKind.READY, [])
+        await self.send_frame(FrameKind.READY, [hs.encode_ready(signature)])
 
     def _become_established(self, idurl: str) -> None:
         self.peer_idurl = idurl

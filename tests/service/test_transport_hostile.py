@@ -62,6 +62,7 @@ async def _hostile_session(alice: Node, bob: Node, directory: Directory) -> None
     await impostor.frame(FrameKind.HELLO, hs.encode_hello(bob.idurl, nonce, to=alice.idurl))
     _, body = await impostor.read_frame()
     hello = hs.decode_hello(body)
+    assert hello.signature == b""  # a stranger gets a nonce, not a signature, before its own proof
     forged = crypto.sign(m_key, hs.transcript(bob.idurl, alice.idurl, nonce, hello.nonce))
     await impostor.frame(FrameKind.AUTH, hs.encode_auth(forged))
     assert await impostor.closed_by_peer()
