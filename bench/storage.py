@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 from deploy import localnet  # noqa: E402
 from services.storage import blocks  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
+from tests.helpers import sha256_file  # noqa: E402
 
 OFFSET = 24000
 """Default port offset; every port stays below the ephemeral range (32768+), where a dial can self-connect."""
@@ -92,14 +93,6 @@ def make_file(path: Path, size: int) -> tuple[str, bytes]:
             written += len(part)
             index += 1
     return digest.hexdigest(), first
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def plain_copy(src: Path, dst: Path) -> float:

@@ -141,13 +141,7 @@ class DhtNode:
     # --- values ----------------------------------------------------------------------------
 
     def get_local(self, dkey: bytes) -> dict[str, Any] | None:
-        text = self.store.get(dkey)
-        if text is None:
-            return None
-        try:
-            return records.decode_envelope(text)
-        except records.RecordError:
-            return None
+        return self.store.envelope(dkey)
 
     async def get_remote(self, dkey: bytes) -> LookupResult:
         """Look `dkey` up in the network; every distinct live value found, newest first."""

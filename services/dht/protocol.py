@@ -217,28 +217,19 @@ class DhtProtocol(KademliaProtocol):
             self.stats.refused["published_in_future"] += 1
             return None
         env["expire_at"] = min(float(env["expire_at"]), now + records.MAX_EXPIRE)
-        old = self._stored(dkey)
+        old = self.values.envelope(dkey)
         if env["record_type"] != records.LAYER_MEMBERS and old is not None and not records.may_replace(old, env):
             return None
         return env
 
     def _keep(self, dkey: bytes, env: dict[str, Any]) -> bool:
-        old = self._stored(dkey)
+        old = self.values.envelope(dkey)
         if env["record_type"] == records.LAYER_MEMBERS:
             env = records.merge_members(old, env)
         elif old is not None and not records.may_replace(old, env):
             return False  # a newer record arrived while this one was verified
         self.values.put(dkey, env, records.canonical(env))
         return True
-
-    def _stored(self, dkey: bytes) -> dict[str, Any] | None:
-        text = self.values.get(dkey)
-        if text is None:
-            return None
-        try:
-            return records.decode_envelope(text)
-        except records.RecordError:
-            return None
 
     def rpc_find_node(self, sender: Any, nodeid: Any, key: Any) -> list[Any]:
         source = self._sender(sender, nodeid)

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from services.dht import records
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     dkey BLOB PRIMARY KEY, layer_id INTEGER, record_type TEXT, key TEXT,
@@ -62,6 +64,16 @@ class DhtStore:
         row = self.db.execute("SELECT envelope FROM items WHERE dkey=? AND expire_at>?",
                               (dkey, time.time() if now is None else now)).fetchone()
         return row[0] if row else None
+
+    def envelope(self, dkey: bytes) -> dict[str, Any] | None:
+        """The live envelope stored under `dkey`, decoded; None when absent or unreadable."""
+        text = self.get(dkey)
+        if text is None:
+            return None
+        try:
+            return records.decode_envelope(text)
+        except records.RecordError:
+            return None
 
     def delete(self, dkey: bytes) -> None:
         self.db.execute("DELETE FROM items WHERE dkey=?", (dkey,))

@@ -84,12 +84,9 @@ class IdentityCache:
 
     def _make_room(self, keep: str) -> None:
         """At most `MAX_CACHED` documents: the least recently fetched go (peers can mint identities)."""
-        excess = len(self._docs) - MAX_CACHED
-        if excess <= 0:
-            return
-        oldest = sorted((p for p in self._docs if p != keep), key=lambda p: self._fetched.get(p, 0.0))
-        for primary in oldest[:excess]:
-            self._forget(primary)
+        while len(self._docs) > MAX_CACHED:
+            # One out per document put, so a linear search beats sorting the whole cache each time.
+            self._forget(min((p for p in self._docs if p != keep), key=lambda p: self._fetched.get(p, 0.0)))
 
     def remove(self, idurl: str) -> None:
         primary = self._by_idurl.get(idurl)

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from common import codec, subjects
 from common.endpoint import Reply, endpoint
@@ -27,6 +27,7 @@ from services.storage.customer import Customer
 from services.storage.employer import FIRED
 from services.storage.shares import SharesEndpoints
 from services.storage.supplier import SupplierRole
+from services.storage.transfers import Job
 from services.storage.wire import BusPeers
 from services.transport.peer_ids import idurl_to_global_id, to_idurl
 
@@ -335,10 +336,7 @@ class StorageService(SharesEndpoints, ServiceBase):
 
     @endpoint()
     async def file_upload_stop(self, remote_path: str) -> Reply:
-        key_id, path = split_remote_path(remote_path)
-        job = self.customer.stop_upload(f"{key_id}:{path}")
-        await job.done.wait()
-        return Reply(job.info(), f"uploading of {job.remote_path} stopped")
+        return await self._stopped(self.customer.stop_upload, remote_path, "uploading")
 
     # ---- downloads ------------------------------------------------------------------------------
 
@@ -376,10 +374,15 @@ class StorageService(SharesEndpoints, ServiceBase):
 
     @endpoint()
     async def file_download_stop(self, remote_path: str) -> Reply:
+        return await self._stopped(self.customer.stop_download, remote_path, "downloading")
+
+    @staticmethod
+    async def _stopped(stop: Callable[[str], Job], remote_path: str, what: str) -> Reply:
+        """Stop the transfer of `remote_path` and answer once it has ended."""
         key_id, path = split_remote_path(remote_path)
-        job = self.customer.stop_download(f"{key_id}:{path}")
+        job = stop(f"{key_id}:{path}")
         await job.done.wait()
-        return Reply(job.info(), f"downloading of {job.remote_path} stopped")
+        return Reply(job.info(), f"{what} of {job.remote_path} stopped")
 
     @endpoint()
     async def transfers_list(self) -> list[dict[str, Any]]:

@@ -7,14 +7,13 @@ it before pings the old global id and the new one; both answer within seconds.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from pathlib import Path
 
 from deploy import localnet, node
 from tests.e2e.client import NodeClient
-from tests.helpers import wait_for
+from tests.helpers import sha256_file, wait_for
 
 
 def _free_port() -> int:
@@ -69,10 +68,6 @@ def _connected_suppliers(client: NodeClient, count: int = 2) -> list[str]:
     return live if len(items) == count and len(live) == count else []
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_rotated_customer_and_supplier_keep_their_storage(localnet_nodes, identities, tmp_path):
     """A customer rotates: same suppliers, its files under its new key id. A supplier rotates: its
     customer still downloads from it."""
@@ -109,11 +104,11 @@ def test_rotated_customer_and_supplier_keep_their_storage(localnet_nodes, identi
                  what="the same suppliers CONNECTED after the rotation")
         got = mover.ok("file_download_start", remote_path=f"{new_key}:mine.bin",
                        destination_path=str(tmp_path / "back"), wait_result=True)
-        assert _sha(Path(got["local_path"])) == _sha(mine)
+        assert sha256_file(Path(got["local_path"])) == sha256_file(mine)
         # The supplier: its customer still reads the fragments it holds (position 0 is a primary).
         got = client.ok("file_download_start", remote_path=f"{client_key}:theirs.bin",
                         destination_path=str(tmp_path / "client"), wait_result=True)
-        assert _sha(Path(got["local_path"])) == _sha(theirs)
+        assert sha256_file(Path(got["local_path"])) == sha256_file(theirs)
         assert len(_connected_suppliers(client)) == 2
     finally:
         node.stop(mover.home)

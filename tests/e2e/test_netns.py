@@ -8,7 +8,6 @@ Needs root and iproute2; skipped with the reason elsewhere.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from deploy import localnet, netns
 from tests.e2e.client import NodeClient
 from tests.e2e.conftest import PORT_OFFSET
-from tests.helpers import wait_for
+from tests.helpers import sha256_file, wait_for
 
 NODES = 4
 OFFSET = PORT_OFFSET + 3000
@@ -94,7 +93,7 @@ def _store_and_fetch(customer: NodeClient, tmp_path: Path, name: str, size: int)
     customer.ok("file_upload_start", local_path=str(source), remote_path=remote, wait_result=True)
     got = customer.ok("file_download_start", remote_path=remote, destination_path=str(tmp_path / "back"),
                       wait_result=True)
-    assert hashlib.sha256(Path(got["local_path"]).read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest()
+    assert sha256_file(Path(got["local_path"])) == sha256_file(source)
 
 
 def _suppliers_ready(customer: NodeClient) -> bool:

@@ -7,7 +7,6 @@ recovered on another node and its catalog and files come back.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from deploy import localnet, node
 from tests.e2e.client import NodeClient
-from tests.helpers import wait_for
+from tests.helpers import sha256_file, wait_for
 
 MIB = 1024 * 1024
 SUPPLIERS = 4
@@ -24,14 +23,6 @@ SUPPLIERS = 4
 
 def _master(identities: dict[str, dict], name: str) -> str:
     return f"master${identities[name]['global_id']}"
-
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(MIB), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _connected(client: NodeClient, count: int = SUPPLIERS) -> list[dict]:
@@ -129,7 +120,7 @@ def test_upload_download_identical(customer, identities, files, tmp_path):
         assert info["versions"][0]["state"] == "ready"
         got = _download(customer, f"{master}:e2e/{name}", tmp_path)
         assert got["downloaded"] is True
-        assert _sha(Path(got["local_path"])) == _sha(files[name]), name
+        assert sha256_file(Path(got["local_path"])) == sha256_file(files[name]), name
     assert customer.ok("file_exists", remote_path=f"{master}:e2e/one")["exist"] is True
     assert customer.ok("file_exists", remote_path=f"{master}:e2e/nope")["exist"] is False
     listed = {i["path"] for i in customer.ok("files_list", remote_path=f"{master}:e2e")}
@@ -142,7 +133,7 @@ def test_folder_upload_download(customer, identities, files, tmp_path):
     got = _download(customer, f"{master}:tree", tmp_path)
     assert got["downloaded"] is True
     assert (tmp_path / "tree" / "a.txt").read_bytes() == (files["folder"] / "a.txt").read_bytes()
-    assert _sha(tmp_path / "tree" / "sub" / "b.bin") == _sha(files["folder"] / "sub" / "b.bin")
+    assert sha256_file(tmp_path / "tree" / "sub" / "b.bin") == sha256_file(files["folder"] / "sub" / "b.bin")
 
 
 def test_big_file(customer, identities, tmp_path):
@@ -154,7 +145,7 @@ def test_big_file(customer, identities, tmp_path):
     _upload(customer, big, f"{master}:e2e/big")
     out = tmp_path / "out"
     got = _download(customer, f"{master}:e2e/big", out)
-    assert _sha(Path(got["local_path"])) == _sha(big)
+    assert sha256_file(Path(got["local_path"])) == sha256_file(big)
 
 
 def test_bad_inputs(customer, identities, tmp_path):
@@ -202,7 +193,7 @@ def test_corrupt_fragment_is_detected_and_repaired(net, customer, identities, fi
             data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data) or b"junk")
     got = _download(customer, f"{master}:e2e/four_plus", tmp_path)
-    assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
+    assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])
     wait_for(lambda: any(p.exists() and p.read_bytes() == originals[p] for p in fragments), timeout=30,
              interval=0.2, what="a corrupt fragment repaired")
 
@@ -216,7 +207,7 @@ def test_two_of_four_suppliers_stopped(net, customer, identities, files, tmp_pat
     try:
         for name in ("one", "four_plus"):
             got = _download(customer, f"{master}:e2e/{name}", tmp_path / name)
-            assert _sha(Path(got["local_path"])) == _sha(files[name])
+            assert sha256_file(Path(got["local_path"])) == sha256_file(files[name])
     finally:
         for client in stopped:
             _restart_program(client, "storage")
@@ -243,7 +234,7 @@ def test_supplier_change_rebuilds(net, customer, identities, files, tmp_path):
         _stop_program(client, "storage")
     try:
         got = _download(customer, f"{master}:e2e/four_plus", tmp_path)
-        assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
+        assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])
     finally:
         for client in stopped:
             _restart_program(client, "storage")
@@ -267,7 +258,7 @@ def test_kill_customer_storage_mid_upload(net, customer, identities, files, tmp_
     assert all(v["state"] != "ready" or v["size"] == big.stat().st_size for v in info["versions"])
     assert all(v["state"] != "uploading" for v in info["versions"])
     got = _download(customer, f"{master}:e2e/four_plus", tmp_path / "after")
-    assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
+    assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])
 
 
 def test_kill_supplier_storage_mid_upload(net, customer, identities, tmp_path):
@@ -290,7 +281,7 @@ def test_kill_supplier_storage_mid_upload(net, customer, identities, tmp_path):
     info = wait_for(finished, timeout=120, interval=0.5, what="upload finished")
     if info["versions"][0]["state"] == "ready":
         got = _download(customer, f"{master}:e2e/during", tmp_path / "out")
-        assert _sha(Path(got["local_path"])) == _sha(big)
+        assert sha256_file(Path(got["local_path"])) == sha256_file(big)
 
 
 def test_share_granted_downloads_elsewhere(net, customer, identities, tmp_path):
@@ -306,7 +297,7 @@ def test_share_granted_downloads_elsewhere(net, customer, identities, tmp_path):
     assert any(s["key_id"] == key_id for s in friend.ok("shares_list"))
     friend.ok("share_open", key_id=key_id)
     got = _download(friend, f"{key_id}:docs/shared.bin", tmp_path / "friend")
-    assert _sha(Path(got["local_path"])) == _sha(payload)
+    assert sha256_file(Path(got["local_path"])) == sha256_file(payload)
 
 
 def _reason(client: NodeClient, method: str, **kwargs) -> str:
@@ -337,7 +328,7 @@ def test_identity_recover_on_a_fresh_node_restores_catalog_and_files(localnet_no
                  timeout=90, interval=0.5, what="the catalog restored on the fresh node")
         assert {i["path"] for i in fresh.ok("files_list", remote_path=f"{master}:recover")} == listed
         got = _download(fresh, remote, tmp_path / "restored")
-        assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
+        assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])
         wait_for(lambda: _connected(fresh), timeout=60, interval=0.5, what="the adopted suppliers CONNECTED")
     finally:
         # node-1 takes its identity back so that the tests after this module find it as it was.
@@ -348,4 +339,4 @@ def test_identity_recover_on_a_fresh_node_restores_catalog_and_files(localnet_no
         node.stop(fresh.home)
     wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="node-1's suppliers CONNECTED again")
     got = _download(customer, remote, tmp_path / "back")
-    assert _sha(Path(got["local_path"])) == _sha(files["four_plus"])
+    assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])
