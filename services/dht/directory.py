@@ -2,7 +2,8 @@
 
 `Directory` turns API-level requests into envelopes on a `DhtNode` and back. Signing and key
 lookup go through an `IdentityClient` (the identity process over the bus in production, a fake in
-tests), so this module has no bus code.
+tests), so this module has no bus code. One path checks every signature, of a typed record or of a
+layer member entry, for readers and for the storing node alike (`_check_signature`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from common import crypto
 from common.errors import InvalidArgumentError, NodeError, NotFoundError
-from services.dht import layers, records
+from services.dht import layers, members, records
 from services.dht.node import DhtNode, node_info
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class Directory:
         self._cache: dict[bytes, tuple[float, dict[str, Any]]] = {}
         self.active_layers: set[int] = {layers.DEFAULT}
         self.known_members: dict[int, int] = {}
+        self._checked = members.CheckedEntries()
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -149,9 +152,25 @@ class Directory:
             return ReadOutcome(data=env["data"], env=env)
         return None
 
-    async def verify_envelope(self, env: dict[str, Any]) -> None:
-        """`verify` for an envelope a peer asks us to store, at the place it names."""
-        await self.verify(env, env["record_type"], env["key"], env["layer_id"])
+    async def verify_envelope(self, env: dict[str, Any]) -> dict[str, Any]:
+        """What this node may keep of an envelope a peer asks it to store, at the place it names.
+
+        A typed record is kept whole if its owner signed it; a member bucket keeps only the entries
+        their members signed (`members.MAX_STORE_CHECKS` new ones checked at most).
+
+        Raises:
+            RecordError: a forged or malformed record, or a bucket without one genuine entry.
+        """
+        if env["record_type"] != records.LAYER_MEMBERS:
+            await self.verify(env, env["record_type"], env["key"], env["layer_id"])
+            return env
+        found = members.entries(env)
+        if not found:
+            raise records.RecordError("the member bucket holds no live entry", "malformed_record")
+        genuine = await self._genuine_entries(env["layer_id"], found, members.MAX_STORE_CHECKS)
+        if not genuine:
+            raise records.RecordError("no member entry is signed by its member", "invalid_signature")
+        return members.with_entries(env, genuine)
 
     async def verify(self, env: dict[str, Any], record_type: str, key: str, layer_id: int) -> None:
         """Raise `RecordError` unless `env` is a genuine record of this type at this key."""
@@ -167,15 +186,54 @@ class Directory:
             raise records.RecordError(f"{record_type} record is not signed", "invalid_signature")
         if sig["signer"] not in records.allowed_signers(record_type, data):
             raise records.RecordError(f"record is signed by {sig['signer']}, not by its owner", "invalid_signature")
-        public_key = await self._public_key(sig["signer"])
+        await self._check_signature(sig["signer"], records.signed_bytes(layer_id, record_type, key, data),
+                                    sig["value"])
+
+    async def _check_signature(self, signer: str, payload: bytes, signature: str) -> None:
+        """Raise `RecordError` unless `signature` (base64) over `payload` was made by `signer`'s key."""
+        public_key = await self._public_key(signer)
         try:
-            raw_signature = crypto.unb64(sig["value"])
+            raw_signature = crypto.unb64(signature)
         except crypto.CryptoError:
             raise records.RecordError("record signature is not base64", "invalid_signature") from None
-        payload = records.signed_bytes(layer_id, record_type, key, data)
         ok = await asyncio.get_running_loop().run_in_executor(None, crypto.verify, public_key, payload, raw_signature)
         if not ok:
             raise records.RecordError("record signature does not match its owner's key", "invalid_signature")
+
+    async def _genuine_entries(self, layer_id: int, found: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+        """The entries of `found` signed by their member.
+
+        Verdicts are remembered (`members.CheckedEntries`); of the entries not seen before, only the
+        first `limit` are checked and the rest are left out, which bounds what one request costs.
+        """
+        now = time.time()
+        keyed = [(members.digest(layer_id, entry), entry) for entry in found]
+        verdicts: dict[bytes, bool] = {}
+        unchecked: dict[bytes, dict[str, Any]] = {}
+        for key, entry in keyed:
+            if key in verdicts or key in unchecked:
+                continue
+            known = self._checked.get(key, now)
+            if known is not None:
+                verdicts[key] = known
+            elif len(unchecked) < limit:
+                unchecked[key] = entry
+        gate = asyncio.Semaphore(members.CHECK_CONCURRENCY)
+
+        async def check(key: bytes, entry: dict[str, Any]) -> None:
+            async with gate:
+                try:
+                    await self._check_signature(entry["idurl"], members.signed_bytes(layer_id, entry),
+                                                entry["signature"])
+                    verdicts[key] = True
+                except records.RecordError as err:
+                    log.info("dropped a member entry of %s on layer %d: %s", entry["idurl"], layer_id, err)
+                    verdicts[key] = False
+            until = members.effective_expiry(entry) if verdicts[key] else now + members.FAILED_CHECK_TTL
+            self._checked.put(key, verdicts[key], until)
+
+        await asyncio.gather(*(check(key, entry) for key, entry in unchecked.items()))
+        return [entry for key, entry in keyed if verdicts.get(key)]
 
     async def _public_key(self, idurl: str) -> Any:
         cached = self._keys.get(idurl)
@@ -236,27 +294,51 @@ class Directory:
     # --- layers ----------------------------------------------------------------------------
 
     async def announce(self, layer_id: int, idurl: str) -> bool:
-        """Add this node to the member list of a layer; True when some node (or this one) took it."""
-        expire_at = time.time() + layers.MEMBER_TTL
+        """Add this node, signed by its identity, to its bucket of a layer; True when some node (or this one) took it.
+
+        False too when the identity process cannot sign now: the connector announces again later.
+        """
         address = f"{self.node.address[0]}:{self.node.address[1]}" if self.node.address else ""
-        env = records.make_envelope(
-            layer_id, records.LAYER_MEMBERS, records.MEMBERS_KEY,
-            {"members": {idurl: records.member_entry(idurl, self.node.dht_id, address, expire_at)}},
-            expire_at, self.node.dht_id)
+        entry = members.new_entry(idurl, self.node.dht_id, address, int(time.time()), int(layers.MEMBER_TTL))
+        try:
+            signed = await self.identity.sign(members.signed_bytes(layer_id, entry))
+        except NodeError as err:
+            log.warning("cannot sign the announcement on layer %d: %s", layer_id, err.message)
+            return False
+        entry["signature"] = str(signed["signature"])
+        self._checked.put(members.digest(layer_id, entry), True, members.effective_expiry(entry))
+        env = members.bucket_envelope(layer_id, members.bucket_of(idurl), [entry], self.node.dht_id)
         accepted, kept_here = await self.node.publish(env)
         return bool(accepted) or (kept_here and not self.node.contacts())
 
     async def members(self, layer_id: int) -> dict[str, dict[str, Any]]:
-        """Live members of a layer, merged from the copies held by the closest nodes."""
-        dkey = records.storage_key(layer_id, records.LAYER_MEMBERS, records.MEMBERS_KEY)
-        merged: dict[str, Any] | None = None
-        for env in await self.node.collect(dkey):
-            if env.get("record_type") == records.LAYER_MEMBERS and env.get("layer_id") == layer_id:
-                merged = records.merge_members(merged, env)
-        found = records.live_members(merged) if merged else {}
-        self.known_members[layer_id] = len(found)
+        """Live members of a layer, by IDURL: entries their members signed, from every bucket's closest nodes.
+
+        A storing node may be hostile, so every entry read is checked here too. Entries held by more
+        nodes are checked first: forgeries planted on a few nodes cannot crowd genuine entries out of
+        the `members.MAX_READ_CHECKS` new checks one read may make.
+        """
+        now = time.time()
+        copies = await asyncio.gather(*(self.node.collect(members.bucket_dkey(layer_id, bucket))
+                                        for bucket in range(members.MEMBER_BUCKETS)))
+        seen: Counter[bytes] = Counter()
+        by_digest: dict[bytes, dict[str, Any]] = {}
+        for bucket, envs in enumerate(copies):
+            for env in envs:
+                try:
+                    records.check_envelope_place(env, layer_id, records.LAYER_MEMBERS, members.bucket_key(bucket))
+                    found = members.entries(env, now)
+                except records.RecordError:
+                    continue
+                for entry in found:
+                    key = members.digest(layer_id, entry)
+                    seen[key] += 1
+                    by_digest[key] = entry
+        ranked = [by_digest[key] for key, _ in seen.most_common()]
+        genuine = members.newest(await self._genuine_entries(layer_id, ranked, members.MAX_READ_CHECKS))
+        self.known_members[layer_id] = len(genuine)
         self.active_layers.add(layer_id)
-        return found
+        return genuine
 
     async def random_users(self, layer_id: int, count: int, exclude: str = "") -> list[str]:
         """Up to `count` random live users announced on a layer (not this node).

@@ -2,8 +2,9 @@
 
 Layer ids are the reference engine's. All layers share one Kademlia overlay (one UDP port);
 a layer is a namespace of keys (`records.storage_key` puts the layer id in every key) plus a
-member list: nodes attached to a layer announce themselves in a merged, expiring list stored at
-the layer's members key, and `dht_user_random(layer_id)` picks live users from it.
+member list: nodes attached to a layer announce themselves with an entry they sign, merged into
+one of the layer's member buckets (see `members`), and `dht_user_random(layer_id)` picks live
+users from the entries whose signatures check out.
 """
 
 from __future__ import annotations

@@ -58,8 +58,8 @@ class DhtNode:
         self.transport: asyncio.DatagramTransport | None = None
         self.address: tuple[str, int] | None = None
         self.on_new_contact: Callable[[Node], None] | None = None
-        self.verifier: Callable[[dict[str, Any]], Awaitable[None]] | None = None
-        """Checks the owner's signature of a record a peer asks us to store (see `DhtProtocol.rpc_store`)."""
+        self.verifier: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+        """Checks the owners' signatures of a record a peer asks us to store (see `DhtProtocol.rpc_store`)."""
 
     def _stored_or_new_id(self) -> bytes:
         # A restarted node keeps its id: the values it held are still "its" values.

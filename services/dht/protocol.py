@@ -2,7 +2,8 @@
 
 Differences from `kademlia.protocol.KademliaProtocol`, and why:
 - values are checked envelopes (see `records`), kept in `DhtStore`; a STORE that would let a
-  stranger overwrite a signed record is refused, and layer member lists are merged, not replaced;
+  stranger overwrite a signed record is refused, and layer member buckets are merged, not replaced,
+  from the entries whose member signed them (see `members`);
 - `welcome_if_new` hands keys to a newcomer by their real DHT key (the library digests the key a
   second time, so it would never hand over anything);
 - `rpc_stun` answers with the address the request came from, which is how a node learns the
@@ -23,7 +24,7 @@ from kademlia.crawling import NodeSpiderCrawl, RPCFindResponse, ValueSpiderCrawl
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
-from services.dht import records
+from services.dht import members, records
 from services.dht.storage import DhtStore
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,9 @@ class DhtProtocol(KademliaProtocol):
         self.stats = TrafficStats()
         self.on_new_contact: Any = None
         """Called with each node added to the routing table (the node uses it to notice a join)."""
-        self.verifier: Callable[[dict[str, Any]], Awaitable[None]] | None = None
-        """Raises `records.RecordError` unless a peer's envelope is signed by its owner."""
+        self.verifier: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+        """The part of a peer's envelope signed by its owners (a member bucket's signed entries);
+        raises `records.RecordError` when there is none."""
         self._verifying = 0
 
     # --- transport -------------------------------------------------------------------------
@@ -170,8 +172,10 @@ class DhtProtocol(KademliaProtocol):
         """A peer asks us to keep a value: check it cheaply, verify its owner's signature, keep it.
 
         The signature is checked before anything is stored, so a forged record (an owner's name, a
-        bad signature, a far-future `published`) never displaces or blocks the genuine one. At most
-        `MAX_VERIFYING` checks run at once; a flood beyond that is refused, not queued.
+        bad signature, a far-future `published`) never displaces or blocks the genuine one. Of a
+        member bucket only the entries their members signed are merged (at most
+        `members.MAX_STORE_CHECKS` new ones checked); a bucket with none is refused. At most
+        `MAX_VERIFYING` STOREs are checked at once; a flood beyond that is refused, not queued.
         """
         source = self._sender(sender, nodeid)
         if source is None or not isinstance(key, bytes) or len(key) != ID_SIZE:
@@ -186,7 +190,7 @@ class DhtProtocol(KademliaProtocol):
                 return False
             self._verifying += 1
             try:
-                await self.verifier(env)
+                env = await self.verifier(env)
             except records.RecordError as err:
                 self.stats.refused[err.reason] += 1
                 log.info("refused a %s record for %r: %s", env["record_type"], env["key"], err)
@@ -225,7 +229,13 @@ class DhtProtocol(KademliaProtocol):
     def _keep(self, dkey: bytes, env: dict[str, Any]) -> bool:
         old = self.values.envelope(dkey)
         if env["record_type"] == records.LAYER_MEMBERS:
-            env = records.merge_members(old, env)
+            try:
+                merged = members.merge(old, env)
+            except records.RecordError:
+                return False  # not a member bucket
+            if merged is None:
+                return False
+            env = merged
         elif old is not None and not records.may_replace(old, env):
             return False  # a newer record arrived while this one was verified
         self.values.put(dkey, env, records.canonical(env))

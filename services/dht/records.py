@@ -32,6 +32,7 @@ DEFAULT_EXPIRE = 60 * 60 * 12
 MAX_EXPIRE = 60 * 60 * 24 * 7
 SKIP_VALIDATION = "skip_validation"
 LAYER_MEMBERS = "layer_members"
+"""The record type of a layer's member buckets (see `members`)."""
 MAX_CLOCK_SKEW = 600
 """Seconds a record's `published` may lie ahead of a storing node's clock."""
 
@@ -201,8 +202,8 @@ def check_envelope_place(env: dict[str, Any], layer_id: int, record_type: str, k
 
 
 def needs_signature(record_type: str) -> bool:
-    """Typed records are signed by their owner; plain values and member lists are not."""
-    return record_type not in (SKIP_VALIDATION, LAYER_MEMBERS)
+    """Typed records are signed by their owner, layer member entries by their member; plain values are not."""
+    return record_type != SKIP_VALIDATION
 
 
 def may_replace(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -210,7 +211,7 @@ def may_replace(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
     A signed record can only be replaced by a record of the same signer that is not older, so a
     stranger cannot overwrite a genuine record with an unsigned or differently signed one.
-    Layer member lists are merged instead (see `merge_members`).
+    Layer member buckets are merged instead (see `members.merge`).
     """
     old_sig, new_sig = old.get("signature"), new.get("signature")
     if old_sig:
@@ -219,54 +220,6 @@ def may_replace(old: dict[str, Any], new: dict[str, Any]) -> bool:
     if float(new["published"]) != float(old["published"]):
         return float(new["published"]) > float(old["published"])
     return float(new["expire_at"]) >= float(old["expire_at"])
-
-
-# --- layer member lists -------------------------------------------------------------------------
-
-MEMBERS_KEY = "members"
-MAX_MEMBERS = 40
-MAX_MEMBER_TTL = 600.0
-"""The longest a member entry may claim to live (members re-announce every few minutes)."""
-"""A member list must fit one STORE request (8 KiB); the freshest entries are kept."""
-
-
-def member_entry(idurl: str, dht_id: str, address: str, expire_at: float) -> dict[str, Any]:
-    return {"idurl": idurl, "dht_id": dht_id, "address": address, "expire_at": float(expire_at)}
-
-
-def merge_members(old: dict[str, Any] | None, new: dict[str, Any], now: float | None = None) -> dict[str, Any]:
-    """Union of two member-list envelopes: live entries, newest expiry per idurl, at most MAX_MEMBERS."""
-    current = time.time() if now is None else now
-    merged: dict[str, dict[str, Any]] = {}
-    for env in (old, new):
-        members = ((env or {}).get("data") or {}).get("members") or {}
-        if not isinstance(members, dict):
-            continue
-        for idurl, entry in members.items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("expire_at"), (int, float)):
-                continue
-            if entry["expire_at"] <= current:
-                continue
-            # An entry lives at most MAX_MEMBER_TTL from now: a far-future expiry cannot buy a
-            # permanent place at the top of the list (the freshest entries are the ones kept).
-            entry = dict(entry, expire_at=min(float(entry["expire_at"]), current + MAX_MEMBER_TTL))
-            if idurl not in merged or entry["expire_at"] > merged[idurl]["expire_at"]:
-                merged[idurl] = entry
-    keep = sorted(merged.items(), key=lambda item: item[1]["expire_at"], reverse=True)[:MAX_MEMBERS]
-    result = dict(new)
-    result["data"] = {"members": dict(keep)}
-    result["expire_at"] = max([e["expire_at"] for _, e in keep], default=new["expire_at"])
-    result["published"] = max(float(new["published"]), float((old or {}).get("published", 0)))
-    return result
-
-
-def live_members(env: dict[str, Any], now: float | None = None) -> dict[str, dict[str, Any]]:
-    current = time.time() if now is None else now
-    members = (env.get("data") or {}).get("members") or {}
-    if not isinstance(members, dict):
-        return {}
-    return {k: v for k, v in members.items()
-            if isinstance(v, dict) and isinstance(v.get("expire_at"), (int, float)) and v["expire_at"] > current}
 
 
 # --- user ids -----------------------------------------------------------------------------------

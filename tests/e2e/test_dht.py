@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import uuid
+from typing import Any, Coroutine
 
+from kademlia.node import Node
+
+from common import crypto
+from common.config_store import ConfigStore
+from services.dht import members, records
+from services.dht.node import DhtNode
+from services.dht.storage import DhtStore
 from tests.helpers import wait_for
 
 
@@ -80,3 +91,134 @@ def test_discovery_on_layers(net, identities):
     assert all(s and s != me for s in record["suppliers"]), record
     dump = net.nodes[0].ok("dht_local_db_dump")
     assert isinstance(dump, dict) and any(dump.values())
+
+
+class HostileDhtNode:
+    """A DHT node the test runs in a thread of its own: it keeps and serves whatever it is given."""
+
+    def __init__(self, port: int):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.node = DhtNode(DhtStore(":memory:"), rpc_timeout=3.0)  # no verifier: it checks nothing
+        self.run(self.node.listen(port))
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _plant(self, env: dict) -> None:
+        self.node.store.put(records.storage_key(env["layer_id"], env["record_type"], env["key"]), env,
+                            records.canonical(env))
+
+    def plant(self, env: dict) -> None:
+        """Hold `env` as if a peer had stored it here (a hostile storing node)."""
+        self.run(self._plant(env))
+
+    def store(self, port: int, dht_id: str, env: dict) -> Any:
+        """STORE `env` straight to the node on UDP `port`; its answer."""
+        dkey = records.storage_key(env["layer_id"], env["record_type"], env["key"])
+        ok, answer = self.run(self.node.proto.call_store(Node(bytes.fromhex(dht_id), "127.0.0.1", port), dkey,
+                                                         records.canonical(env)))
+        assert ok, "the node did not answer the STORE"
+        return answer
+
+    def values_served(self) -> int:
+        return int(self.node.proto.stats.rpc_responses["findValue"])
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.node.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def _dht_port(client) -> int:
+    return int(ConfigStore(client.home.options_file).get("services/entangled-dht/udp-port"))
+
+
+def _random_users(client, layer: int) -> set[str]:
+    """Every member `dht_user_random` knows on `layer`; none before the first announcements land."""
+    status, doc = client.call("dht_user_random", layer_id=layer, count=50)
+    if status == 404 and doc.get("reason") == "users_not_found":
+        return set()
+    assert status == 200, doc
+    return set(doc["result"])
+
+
+def _forged_entry(layer: int, idurl: str, key: Any, **over: Any) -> dict:
+    entry = members.new_entry(idurl, "ee" * 20, "10.6.6.6:666", int(time.time()) + 60, 300)
+    entry.update(over)
+    entry["signature"] = crypto.b64(crypto.sign(key, members.signed_bytes(layer, entry)))
+    return entry
+
+
+def _bucket(layer: int, bucket: int, entries: list[dict]) -> dict:
+    return records.make_envelope(layer, records.LAYER_MEMBERS, members.bucket_key(bucket), {"members": entries},
+                                 time.time() + 300, "ee" * 20)
+
+
+def test_forged_layer_members_never_reach_dht_user_random(net, identities):
+    layer = 3  # every node runs service_supplier, so every node announces itself on layer 3
+    reader = net.nodes[0]
+    genuine = {identities[c.name]["idurl"] for c in net.nodes[1:]}
+    wait_for(lambda: _random_users(reader, layer) == genuine, timeout=120,
+             interval=1, what="every genuine member on layer 3")
+
+    victim = net.nodes[2]
+    victim_idurl = identities[victim.name]["idurl"]
+    victim_dht_id = victim.ok("dht_node_find")["my_dht_id"]
+    id_server = victim_idurl.split("/")[2]
+    attacker_key = crypto.generate_private_key(1024)
+    fakes: dict[int, list[dict]] = {b: [] for b in range(members.MEMBER_BUCKETS)}
+    for i in range(400):
+        idurl = f"http://{id_server}/fake{i}.xml"
+        if len(fakes[members.bucket_of(idurl)]) < 2:
+            fakes[members.bucket_of(idurl)].append(_forged_entry(layer, idurl, attacker_key))
+    fake_idurls = {e["idurl"] for found in fakes.values() for e in found}
+    assert len(fake_idurls) == 2 * members.MEMBER_BUCKETS
+    # The victim's name with the attacker's signature, newer than the victim's own entry.
+    impostor = _forged_entry(layer, victim_idurl, attacker_key)
+    fakes[members.bucket_of(victim_idurl)].append(impostor)
+
+    seed_port = _dht_port(net.nodes[0])
+    hostile = HostileDhtNode(seed_port + 64)  # beside the network's DHT ports, below the ephemeral range
+    try:
+        # A storing node refuses a STORE made only of forged entries, sent straight to its UDP port.
+        target = net.nodes[1]
+        target_id = target.ok("dht_node_find")["my_dht_id"]
+        victim_bucket = members.bucket_of(victim_idurl)
+        assert hostile.store(_dht_port(target), target_id, _bucket(layer, victim_bucket, [impostor])) is False
+        assert hostile.store(_dht_port(target), target_id, _bucket(layer, 0, fakes[0])) is False
+
+        # A hostile storing node in the network serves forged entries for every bucket of the layer.
+        for bucket, entries in fakes.items():
+            hostile.plant(_bucket(layer, bucket, entries))
+        assert hostile.run(hostile.node.bootstrap([("127.0.0.1", seed_port)]))
+        everyone = {identities[c.name]["idurl"] for c in net.nodes}
+
+        def only_genuine(client, served_before: int) -> bool:
+            found = _random_users(client, layer)
+            assert not found & fake_idurls, found
+            assert found <= everyone, found
+            # Done once every member was returned by a read that asked the hostile node too.
+            return found == everyone - {identities[client.name]["idurl"]} and hostile.values_served() > served_before
+
+        for client in (reader, net.nodes[3]):
+            # The hostile node is among every bucket's closest nodes, so reads ask it for the layer.
+            wait_for(lambda c=client, s=hostile.values_served(): only_genuine(c, s), timeout=60,
+                     interval=0.5, what=f"a read of layer 3 on {client.name} through the hostile node")
+
+        closest = reader.ok("dht_node_find", layer_id=layer)["closest_nodes"]
+        assert {n["idurl"] for n in closest} == everyone
+        assert all(n["dht_id"] != "ee" * 20 and n["address"] != "10.6.6.6:666" for n in closest), closest
+        assert next(n for n in closest if n["idurl"] == victim_idurl)["dht_id"] == victim_dht_id
+    finally:
+        hostile.close()
+
+    # No real node kept a forged entry, whatever the hostile node handed it.
+    for client in net.nodes:
+        held = client.ok("dht_local_db_dump").get(str(layer), [])
+        entries = [e for item in held if item["record_type"] == records.LAYER_MEMBERS
+                   for e in item["value"]["members"]]
+        assert entries, client.name
+        assert not {e["idurl"] for e in entries} & fake_idurls
+        assert all(e["dht_id"] != "ee" * 20 for e in entries), client.name

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
 import pytest
+from kademlia.node import Node
 
 from common import crypto
-from common.errors import InvalidArgumentError, NodeError, NotFoundError
-from services.dht import records
+from common.errors import InvalidArgumentError, NodeError, NotFoundError, UnavailableError
+from services.dht import members, records
 from services.dht.directory import Directory
 from services.dht.node import DhtNode
 from services.dht.storage import DhtStore
@@ -23,6 +25,7 @@ class FakeIdentity:
         self.idurl = f"http://127.0.0.1:8084/{name}.xml"
         self.registry = registry
         registry[self.idurl] = crypto.public_key_to_ssh(self.key.public_key())
+        self.fetched: list[str] = []
 
     async def sign(self, data: bytes) -> dict[str, Any]:
         return {"signature": crypto.b64(crypto.sign(self.key, data)), "key_id": "master$x"}
@@ -31,6 +34,7 @@ class FakeIdentity:
         return {"idurl": self.idurl, "global_id": records.global_id_from_idurl(self.idurl)}
 
     async def fetch(self, idurl: str) -> dict[str, Any]:
+        self.fetched.append(idurl)
         if idurl not in self.registry:
             raise NotFoundError("unknown identity", reason="identity_not_found")
         return {"publickey": self.registry[idurl]}
@@ -39,15 +43,17 @@ class FakeIdentity:
 @pytest.fixture
 async def network():
     registry: dict[str, str] = {}
-    members = []
+    directories = []
     for name in ("alice", "bob", "carol", "dave"):
         node = DhtNode(DhtStore(":memory:"), rpc_timeout=1.0)
+        directory = Directory(node, FakeIdentity(name, registry))
+        node.verifier = directory.verify_envelope  # as the dht service wires it
         await node.listen(0)
-        members.append(Directory(node, FakeIdentity(name, registry)))
-    for d in members[1:]:
-        assert await d.node.bootstrap([members[0].node.address])
-    yield members
-    for d in members:
+        directories.append(directory)
+    for d in directories[1:]:
+        assert await d.node.bootstrap([directories[0].node.address])
+    yield directories
+    for d in directories:
         d.node.stop()
 
 
@@ -122,3 +128,91 @@ async def test_layer_members_are_discovered(network):
     with pytest.raises(NodeError) as err:
         await dave.random_users(7, 1)
     assert err.value.reason == "users_not_found"
+
+
+def _entry(layer: int, idurl: str, signer: FakeIdentity, published: float | None = None, **over: Any) -> dict:
+    """A member entry for `idurl` signed by `signer`'s key (a forgery unless `signer` is `idurl`)."""
+    entry = members.new_entry(idurl, "ee" * 20, "10.6.6.6:666", int(published or time.time()), 300)
+    entry["signature"] = crypto.b64(crypto.sign(signer.key, members.signed_bytes(layer, entry)))
+    entry.update(over)
+    return entry
+
+
+def _fake_idurls(bucket: int) -> Any:
+    names = (f"http://127.0.0.1:8084/fake{i}.xml" for i in itertools.count())
+    return (u for u in names if members.bucket_of(u) == bucket)
+
+
+async def _store(sender: Directory, target: Directory, layer: int, found: list[dict]) -> Any:
+    """STORE a bucket of `found` (all of one bucket) straight to `target`'s UDP port; its answer."""
+    bucket = members.bucket_of(found[0]["idurl"])
+    env = records.make_envelope(layer, records.LAYER_MEMBERS, members.bucket_key(bucket), {"members": found},
+                                time.time() + 300, sender.node.dht_id)
+    peer = Node(target.node.node.id, *target.node.address)
+    ok, answer = await sender.node.proto.call_store(peer, members.bucket_dkey(layer, bucket), records.canonical(env))
+    assert ok
+    return answer
+
+
+async def test_a_store_of_forged_member_entries_is_refused(network):
+    alice, bob, _, dave = network
+    victim = bob.identity.idurl
+    bucket = members.bucket_of(victim)
+    genuine = _entry(3, victim, bob.identity)
+    forged = [
+        _entry(3, next(_fake_idurls(bucket)), dave.identity),  # nobody: no identity to check it against
+        _entry(3, victim, dave.identity, published=time.time() + 60),  # bob's name, dave's signature
+        dict(genuine, address="10.6.6.6:1"),  # bob's signature, another address
+        dict(genuine, expire_at=genuine["expire_at"] + 10**6),  # bob's signature, a longer life
+    ]
+    for entry in forged:
+        assert await _store(dave, alice, 3, [entry]) is False
+    assert alice.node.proto.stats.refused["invalid_signature"] == len(forged)
+    assert alice.node.get_local(members.bucket_dkey(3, bucket)) is None
+
+    # A STORE mixing a genuine entry with forgeries keeps the genuine one only.
+    assert await _store(dave, alice, 3, forged + [genuine]) is True
+    held = alice.node.get_local(members.bucket_dkey(3, bucket))
+    assert held is not None and members.entries(held) == [genuine]
+    assert (await alice.members(3)) == {victim: genuine}
+
+
+async def test_a_storing_node_checks_few_new_entries_per_store(network):
+    alice, _, _, dave = network
+    fakes = [_entry(3, u, dave.identity) for u in itertools.islice(_fake_idurls(0), 3 * members.MAX_STORE_CHECKS)]
+    assert await _store(dave, alice, 3, fakes) is False
+    assert len(alice.identity.fetched) == members.MAX_STORE_CHECKS
+    # Failed checks are remembered: the same flood again costs no identity fetch.
+    assert await _store(dave, alice, 3, fakes[:members.MAX_STORE_CHECKS]) is False
+    assert len(alice.identity.fetched) == members.MAX_STORE_CHECKS
+
+
+async def test_readers_drop_entries_planted_on_a_hostile_storing_node(network):
+    alice, bob, carol, dave = network
+    assert await bob.announce(3, bob.identity.idurl)
+    bucket = members.bucket_of(bob.identity.idurl)
+    genuine = members.entries(bob.node.get_local(members.bucket_dkey(3, bucket)))[0]
+    # Carol is hostile: she holds forgeries in every bucket, and a newer copy of bob's entry.
+    for b in range(members.MEMBER_BUCKETS):
+        planted = [_entry(3, u, dave.identity) for u in itertools.islice(_fake_idurls(b), 3)]
+        if b == bucket:
+            planted.append(dict(genuine, address="10.6.6.6:1", published=genuine["published"] + 1))
+        env = records.make_envelope(3, records.LAYER_MEMBERS, members.bucket_key(b), {"members": planted},
+                                    time.time() + 300, carol.node.dht_id)
+        carol.node.store.put(members.bucket_dkey(3, b), env, records.canonical(env))
+    found = await alice.members(3)
+    assert found == {bob.identity.idurl: genuine}
+    assert await dave.random_users(3, 10) == [bob.identity.idurl]
+    assert alice.known_members[3] == 1
+
+
+async def test_an_announcement_that_cannot_be_signed_is_not_sent(network):
+    _, bob, carol, _ = network
+
+    async def cannot_sign(data: bytes) -> dict[str, Any]:
+        raise UnavailableError("identity process is down", reason="unavailable")
+
+    bob.identity.sign = cannot_sign  # type: ignore[method-assign]
+    assert await bob.announce(3, bob.identity.idurl) is False
+    with pytest.raises(NotFoundError):
+        await carol.random_users(3, 1)
