@@ -143,6 +143,8 @@ _BASE: tuple[Option, ...] = (
     _text("services/tcp-connections/listen-host", "0.0.0.0", "address the TCP transport listens on"),
     _text("services/tcp-connections/external-host", "",
           "address other nodes reach this node at (empty: the listen address, else learned from a peer)"),
+    _text("services/proxy-transport/preferred-routers", "",
+          "relays to try first when this node is behind NAT (IDURLs, comma separated)"),
     _port("services/udp-datagrams/udp-port", 8882, "udp-port"),
     _text("services/identity-server/host", "127.0.0.1", "identity server host name"),
     _text("services/identity-server/listen-host", "0.0.0.0", "address the identity server listens on"),

@@ -38,8 +38,10 @@ CATALOG: tuple[LogicalService, ...] = (
     _S("service_identity_propagate", "identity", ("service_gateway", "service_tcp_connections")),
     _S("service_p2p_hookups", "transport", ("service_gateway", "service_identity_propagate")),
     _S("service_nodes_lookup", "dht", ("service_entangled_dht", "service_p2p_hookups")),
-    _S("service_proxy_transport", "transport", ("service_nodes_lookup",), enabled=False),
-    _S("service_proxy_server", "transport", ("service_nodes_lookup",), enabled=False),
+    # Keeps a relay while the node cannot be dialled (behind NAT); idle on a reachable node.
+    _S("service_proxy_transport", "transport", ("service_nodes_lookup",)),
+    # Relays packets for NATed nodes that ask (bounded: see services/transport/relay.py).
+    _S("service_proxy_server", "transport", ("service_nodes_lookup",)),
     _S("service_keys_registry", "identity", ("service_p2p_hookups",)),
     _S("service_keys_storage", "storage", ("service_keys_registry", "service_my_data")),
     _S("service_employer", "storage", ("service_customer", "service_nodes_lookup")),

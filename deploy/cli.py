@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="each node a separate host: its own network namespace and 10.77.x address (root)")
     net_up.add_argument("--netem", metavar="DELAY_MS,LOSS_PCT", default="",
                         help="with --netns: WAN conditions on every link, e.g. 50,1")
+    net_up.add_argument("--behind-nat", metavar="I,J", default="",
+                        help="with --netns: these nodes (not node 0) sit behind NAT routers and use relays, e.g. 3,4")
     net_demo = net_sub.add_parser("demo", help="node-0 stores a sample file with its suppliers and gets it back")
     net_demo.add_argument("--dir", required=True, type=Path)
     net_down = net_sub.add_parser("down", help="stop every node of a local network")
@@ -117,14 +119,17 @@ def main(argv: list[str] | None = None) -> int:
                 netem = _netem(args.netem) if args.netem else None
                 if netem and not args.netns:
                     raise ValueError("--netem needs --netns")
+                natted = tuple(int(i) for i in args.behind_nat.split(",") if i.strip()) if args.behind_nat else ()
                 doc = localnet.up(args.dir, args.nodes, args.port_offset, args.identities,
-                                  namespaces=args.netns, netem=netem)
+                                  namespaces=args.netns, netem=netem, behind_nat=natted)
             except (RuntimeError, ValueError, TimeoutError) as exc:
                 print(f"localnet up failed: {exc}", file=sys.stderr)
                 return 1
             print(f"{len(doc['nodes'])} nodes healthy in {doc['started_in']}s; see {args.dir / 'localnet.json'}")
             for item in doc["nodes"]:
                 inside = f"ip netns exec {item['netns']} " if item.get("netns") else ""
+                if item.get("behind_nat"):
+                    inside = f"(behind NAT) {inside}"
                 print(f"  {item['name']}: {inside}curl -H 'api_secret: {item['api_secret']}' "
                       f"http://127.0.0.1:{item['api_port']}/process/info/v1")
         elif args.action == "demo":

@@ -92,13 +92,21 @@ def prepare_node(root: Path, index: int, offset: int = 0, layout: netns.Layout |
             options[key] = "127.0.0.1"
         (home.run / "netns").unlink(missing_ok=True)
     else:
-        # A host of its own: listen everywhere, advertise the bridge address.
+        # A host of its own: listen everywhere, advertise the bridge address. A node behind NAT
+        # knows no address to advertise: it finds out it cannot be dialled and gets a relay.
         for key in LISTEN_HOST_OPTIONS:
             options[key] = "0.0.0.0"
-        options["services/tcp-connections/external-host"] = layout.address(index)
-        atomic_write(home.run / "netns", layout.namespace(index))
         entry = {"netns": layout.namespace(index), "address": layout.address(index),
                  "api_access": "a thread inside the namespace (setns), see deploy/netns.py"}
+        if index in layout.nat:
+            options["services/tcp-connections/external-host"] = ""
+            options["services/proxy-server/enabled"] = False
+            entry.update(behind_nat=True, router=layout.router(index), public_address=layout.public_address(index))
+        else:
+            options["services/tcp-connections/external-host"] = layout.address(index)
+        if layout.nat and index == 0:
+            options["services/proxy-server/enabled"] = False  # keeps to its identity-server and seed roles
+        atomic_write(home.run / "netns", layout.namespace(index))
     roles = []
     if index == 0:
         options["services/identity-server/enabled"] = True
@@ -129,7 +137,7 @@ def add(root: Path, timeout: float = 120) -> dict[str, Any]:
     made = doc.get("netns")
     layout = None
     if made:
-        layout = netns.Layout(int(made["subnet"]), index + 1)
+        layout = netns.Layout(int(made["subnet"]), index + 1, tuple(made.get("nat") or ()))
         made["count"] = index + 1
         atomic_write(listing, codec.dumps(doc))
         netns.create(layout, range(index, index + 1))
@@ -148,19 +156,25 @@ def add(root: Path, timeout: float = 120) -> dict[str, Any]:
 
 
 def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeout: float = 120,
-       namespaces: bool = False, netem: tuple[float, float] | None = None) -> dict[str, Any]:
+       namespaces: bool = False, netem: tuple[float, float] | None = None,
+       behind_nat: tuple[int, ...] = ()) -> dict[str, Any]:
     """Start `count` nodes and return the `localnet.json` document once every node is healthy.
 
     `namespaces` puts each node in a network namespace of its own; `netem` (delay ms, loss %) then
-    adds WAN conditions on every node's link.
+    adds WAN conditions on every node's link, and the nodes listed in `behind_nat` sit behind NAT
+    routers (node 0, the identity server and DHT seed, cannot).
     """
     if count < 1:
         raise ValueError("a local network needs at least one node")
+    if behind_nat and not namespaces:
+        raise ValueError("nodes behind NAT need namespaces (--netns)")
+    if any(not 0 < index < count for index in behind_nat):
+        raise ValueError(f"nodes behind NAT must be among 1..{count - 1}")
     root = root.resolve()
     highest = max(node_ports(count - 1, offset).values())
     if highest > 65535:
         raise ValueError(f"--port-offset {offset} puts ports past 65535")
-    layout = netns.Layout(subnet_for(offset), count) if namespaces else None
+    layout = netns.Layout(subnet_for(offset), count, tuple(sorted(set(behind_nat)))) if namespaces else None
     busy = [] if layout else busy_ports(count, offset)
     if busy:
         raise RuntimeError(f"ports already in use: {busy[:10]} (another node or local network? "
@@ -169,7 +183,7 @@ def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeou
     doc: dict[str, Any] = {"network": NETWORK_NAME, "port_offset": offset, "nodes": []}
     if layout is not None:
         doc["netns"] = {"subnet": layout.subnet, "count": count, "bridge": layout.bridge,
-                        "netem": list(netem) if netem else None}
+                        "netem": list(netem) if netem else None, "nat": list(layout.nat)}
         atomic_write(root / "localnet.json", codec.dumps(doc))  # recorded first: `down` undoes a failed setup
         netns.create(layout)
         if netem:
@@ -209,7 +223,7 @@ def down(root: Path) -> list[str]:
                 stopped.append(home.name)
     made = codec.loads(listing.read_bytes()).get("netns") if listing.exists() else None
     if made:
-        netns.destroy(netns.Layout(int(made["subnet"]), int(made["count"])))
+        netns.destroy(netns.Layout(int(made["subnet"]), int(made["count"]), tuple(made.get("nat") or ())))
     return stopped
 
 

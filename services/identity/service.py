@@ -42,6 +42,8 @@ NICKNAME_FIRST_DELAY = 1.0
 IDSERVER_OPTIONS = "services/identity-server/"
 ANY_ADDRESS = ("0.0.0.0", "::", "*")
 STUN_TIMEOUT = 5.0
+RELAY_ASK_TIMEOUT = 2.0
+"""The transport answers at once; it may be down (restarting), and then the direct address is used."""
 CONTACT_OPTIONS = ("services/tcp-connections/", "services/network/selected", "services/entangled-dht/known-nodes")
 TAKEOVER_CHECK_INTERVAL = 120.0
 """Seconds between checks that no other node took our identity over (a nudge checks at once)."""
@@ -528,7 +530,14 @@ class IdentityService(KeysEndpoints):
             delay *= 2
 
     async def _contacts(self) -> list[str]:
-        """Where other nodes reach our transport: `tcp://<advertised host>:<tcp port>`."""
+        """Where other nodes reach our transport: our relay's `proxy://` contact while the transport
+        keeps one (we are behind NAT), else `tcp://<advertised host>:<tcp port>`."""
+        try:
+            relayed = await self.ctx.bus.call_internal("transport", "relay_contact", timeout=RELAY_ASK_TIMEOUT)
+            if isinstance(relayed, dict) and relayed.get("contact"):
+                return [str(relayed["contact"])]
+        except NodeError as exc:
+            log.debug("no relay contact from the transport: %s", exc.reason)
         host = await self._advertised_host()
         port = int(self.ctx.config.get("services/tcp-connections/tcp-port"))
         return [f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"]
@@ -558,6 +567,12 @@ class IdentityService(KeysEndpoints):
         extra = str(self.ctx.config.get("services/entangled-dht/known-nodes") or "")
         seeds += [s.strip() for s in extra.split(",") if s.strip()]
         return [seed.rpartition(":")[0] or seed for seed in seeds]
+
+    @endpoint("refresh_contacts", internal=True)
+    async def refresh_contacts_endpoint(self) -> dict[str, Any]:
+        """The transport's relay changed: publish our contacts again if they differ."""
+        changed = await self.refresh_contacts()
+        return {"changed": changed, "contacts": list(self.doc.contacts) if self.doc else []}
 
     async def refresh_contacts(self) -> bool:
         """Publish a new revision when the address we are reached at changed; True if it did."""

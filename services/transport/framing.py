@@ -15,8 +15,9 @@ import struct
 from common.packet import MAX_HEADER_SIZE, MAX_PAYLOAD_SIZE
 
 HEADER = struct.Struct(">IB")
-DEFAULT_MAX_FRAME = MAX_PAYLOAD_SIZE + MAX_HEADER_SIZE + 1024
-"""The largest body accepted: a maximal packet payload plus its header and prefix."""
+DEFAULT_MAX_FRAME = MAX_PAYLOAD_SIZE + MAX_HEADER_SIZE + 1024 + 2048
+"""The largest body accepted: a maximal packet payload plus its header and prefix, and room for a
+RELAY frame's target IDURL."""
 
 
 class FrameKind(enum.IntEnum):
@@ -27,6 +28,12 @@ class FrameKind(enum.IntEnum):
     READY = 3
     PACKET = 4
     CLOSE = 5
+    ROUTE = 6
+    """A relayed node asks the peer to relay for it (`services.transport.relay`)."""
+    ROUTED = 7
+    """The relay's answer to ROUTE, or later notice that it stopped relaying."""
+    RELAY = 8
+    """A packet for a node this peer relays for: target IDURL, then the packet."""
 
 
 class FrameError(ValueError):

@@ -242,7 +242,14 @@ class Gateway:
             tracked.future = loop.create_future()
             self._outgoing[key] = tracked
         try:
-            await self._transmit(pkt, contacts, parts, tracked, deadline - loop.time())
+            try:
+                await self._transmit(pkt, contacts, parts, tracked, deadline - loop.time())
+            except UnavailableError:
+                # The peer may have moved (a new address, another relay): follow its newest identity.
+                fresh = await self._newer_contacts(remote_idurl, contacts)
+                if not fresh:
+                    raise
+                await self._transmit(pkt, fresh, parts, tracked, deadline - loop.time())
             if tracked.future is None:
                 return None
             try:
@@ -256,13 +263,26 @@ class Gateway:
             if wait_reply and self._outgoing.get(key) is tracked:
                 del self._outgoing[key]
 
+    async def _newer_contacts(self, idurl: str, contacts: list[str]) -> list[str] | None:
+        """The peer's contacts from a refetched identity, if they differ (at most every few seconds)."""
+        cached = self._keys.get(idurl)
+        if cached and time.monotonic() - cached[0] < MIN_REFRESH_INTERVAL:
+            return None
+        try:
+            doc = await self.peer_identity(idurl, refresh=True)
+        except NodeError:
+            return None
+        fresh = [str(c) for c in doc.get("contacts") or []]
+        return fresh if fresh != contacts else None
+
     async def _transmit(self, pkt: Packet, contacts: list[str], parts: list[Buffer], tracked: _Tracked,
                         budget: float) -> None:
         remote = pkt.remote_idurl
         self.presence.fire(remote, "outbox-packet")
         errors = []
         for transport in self.transports:
-            if not any(transport.accepts(contact) for contact in contacts):
+            # A link the peer opened to us carries our packets too (a NATed peer cannot be dialled).
+            if not transport.connected(remote) and not any(transport.accepts(contact) for contact in contacts):
                 continue
             try:
                 link = await asyncio.wait_for(transport.send(remote, contacts, parts), max(0.01, budget))

@@ -46,7 +46,7 @@ from common.loop_lag import LagMonitor
 from common.errors import DeadlineError, InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from common.packet import COMMANDS, Packet
 from common.process import ProcessContext, ServiceBase
-from services.transport import network
+from services.transport import network, relay
 from services.transport.files import PayloadFiles
 from services.transport.gateway import Gateway, inbox_body, payload_fields
 from services.transport.peer_ids import idurl_to_global_id, to_idurl
@@ -62,6 +62,11 @@ IDENTITY_EVENTS = ("local-identity-created", "local-identity-written", "local-id
 
 TCP_PORT_OPTION = "services/tcp-connections/tcp-port"
 TCP_HOST_OPTION = "services/tcp-connections/listen-host"
+EXTERNAL_HOST_OPTION = "services/tcp-connections/external-host"
+PROXY_SERVER_OPTION = "services/proxy-server/enabled"
+PROXY_TRANSPORT_OPTIONS = "services/proxy-transport/"
+PROXY_ROUTERS_LAYER = 2
+RELAY_CANDIDATES = 6
 DEFAULT_PING_TIMEOUT = 10.0
 BEST_EFFORT_TIMEOUT = 3.0
 NUDGE_ATTEMPTS = 30
@@ -105,6 +110,10 @@ class BusInbox:
             spool.remove(Path(handed["payload_path"]))
 
 
+_PROXY_STATES = {relay.OFF: "disabled", relay.DIRECT: "not_needed", relay.FINDING: "starting",
+                 relay.CONNECTED: "started"}
+
+
 def _check_command(command: str) -> None:
     if command not in COMMANDS:
         raise InvalidArgumentError(f"unknown packet command {command!r}", reason="invalid_command")
@@ -132,6 +141,17 @@ class TransportService(ServiceBase):
         self.gateway = Gateway(BusIdentity(ctx.bus), self.inbox, ctx.automats, self._presence_changed)
         self.tcp = TcpTransport(self.gateway, self.gateway, _tcp_options(ctx), ctx.automats)
         self.gateway.transports.append(self.tcp)
+        # A node that needs a relay itself cannot relay for others.
+        self.relay_server = relay.RelayServer(
+            lambda: bool(ctx.config.get(PROXY_SERVER_OPTION)) and not self.relay_client.behind_nat)
+        self.tcp.relay_server = self.relay_server
+        self.gateway.transports.append(relay.RelayTransport(self.tcp, self.relay_server, self.gateway.is_me))
+        self.relay_client = relay.RelayClient(self.tcp, relay.ClientHooks(
+            enabled=lambda: bool(ctx.config.get(PROXY_TRANSPORT_OPTIONS + "enabled")),
+            reachable_by_config=lambda: bool(str(ctx.config.get(EXTERNAL_HOST_OPTION) or "").strip()),
+            stun=self._stun_ip, candidates=self._relay_candidates, contacts=self.gateway.contacts,
+            publish=self._publish_contacts))
+        self.tcp.relay_client = self.relay_client
         self.connector = network.NetworkConnector(self.gateway, ctx.automats)
         self.gateway.on_self_connection = self._self_connection
         self.lag = LagMonitor()
@@ -152,6 +172,7 @@ class TransportService(ServiceBase):
                                               cb=self._on_send_raw)
         self._subscriptions.append(raw)
         self.connector.start()
+        self.relay_client.start()
 
     async def _on_send_raw(self, msg: Any) -> None:
         self.ctx.bus.spawn(self._send_raw(msg))
@@ -178,6 +199,7 @@ class TransportService(ServiceBase):
 
     async def stop(self) -> None:
         self.lag.stop()
+        await self.relay_client.stop()
         for sub in self._subscriptions:
             try:
                 await sub.unsubscribe()
@@ -191,9 +213,47 @@ class TransportService(ServiceBase):
             if options != self.tcp.options and self.connector.state != network.DISCONNECTED:
                 self.tcp.options = options
                 await self.connector.reconnect()
+        if (not keys or PROXY_SERVER_OPTION in keys) and not self.ctx.config.get(PROXY_SERVER_OPTION):
+            self.tcp.stop_relaying()
+        if not keys or any(k.startswith(PROXY_TRANSPORT_OPTIONS) or k == EXTERNAL_HOST_OPTION for k in keys):
+            self.relay_client.wake(recheck_nat=True)
+
+    # ---- the relay client's view of the node ----------------------------------------------------
+
+    async def _stun_ip(self) -> str:
+        try:
+            found = await self.ctx.bus.call_internal("dht", "stun", timeout=20)
+        except NodeError as err:
+            log.info("STUN for the NAT check failed: %s", err.reason)
+            return ""
+        return str((found or {}).get("ip") or "")
+
+    async def _relay_candidates(self) -> list[str]:
+        """`preferred-routers` first, then nodes announced on the DHT's PROXY_ROUTERS layer."""
+        text = str(self.ctx.config.get(PROXY_TRANSPORT_OPTIONS + "preferred-routers") or "")
+        found = [to_idurl(item.strip()) for item in text.split(",") if item.strip()]
+        try:
+            found += [str(i) for i in await self.ctx.bus.call(
+                subjects.api("dht", "dht_user_random"), {"layer_id": PROXY_ROUTERS_LAYER, "count": RELAY_CANDIDATES},
+                timeout=20) or []]
+        except NodeError as err:
+            log.info("no relay candidates from the DHT: %s", err.reason)
+        return [idurl for idurl in dict.fromkeys(found) if not self.gateway.is_me(idurl)]
+
+    async def _publish_contacts(self) -> None:
+        try:
+            await self.ctx.bus.call_internal("identity", "refresh_contacts", timeout=60)
+        except NodeError as err:
+            log.warning("our relay changed but the identity was not published: %s", err.reason)
+
+    @endpoint("relay_contact", internal=True)
+    async def relay_contact(self) -> dict[str, Any]:
+        """The `proxy://` contact the identity must advertise while we are relayed (else null)."""
+        return {"contact": self.relay_client.contact or None, **self.relay_client.status()}
 
     async def _on_identity_event(self, msg: Any) -> None:
         await self.connector.identity_changed()
+        self.relay_client.wake()
         try:
             event = codec.loads(msg.data)
         except ValueError:
@@ -320,7 +380,7 @@ class TransportService(ServiceBase):
                 "service_gateway": state(self.gateway.local_idurl() is not None),
                 "service_p2p_hookups": state(self.connector.state == network.CONNECTED),
                 "service_tcp_connections": state(self.tcp.listening()),
-                "service_proxy_transport": "disabled"}  # the relay is not built: never claimed
+                "service_proxy_transport": _PROXY_STATES.get(self.relay_client.state, "stopped")}
 
     @endpoint()
     async def network_disconnect(self) -> Reply:
@@ -357,7 +417,7 @@ class TransportService(ServiceBase):
         if tcp:
             result["tcp"] = dict(self.tcp.status(), links=[link.info() for link in self.tcp.links()])
         if proxy:
-            result["proxy"] = {"state": "disabled"}
+            result["proxy"] = dict(self.relay_client.status(), server=self.relay_server.status())
         if dht or udp:
             dht_status = await self._best_effort("dht", "status")
             if dht:

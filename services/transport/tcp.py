@@ -15,14 +15,18 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.automat import AutomatRegistry
 from services.transport import handshake as hs
+from services.transport import relay
 from services.transport.connection import ConnectionMachine
 from services.transport.framing import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, FrameKind, frame_header
 from services.transport.peer_ids import idurl_to_global_id, parse_tcp_contact
 from services.transport.protocol import Buffer, Credentials, LinkEvents, PeerUnreachableError
+
+if TYPE_CHECKING:
+    from services.transport.relay import RelayClient, RelayServer
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ class TcpLink(asyncio.BufferedProtocol):
         self._write_lock = asyncio.Lock()
         self._can_write = asyncio.Event()
         self._can_write.set()
-        self._inbound: deque[bytearray] = deque()
+        self._inbound: deque[tuple[FrameKind, bytearray]] = deque()
         self._inbound_bytes = 0
         self._inbound_ready = asyncio.Event()
         self._reading_paused = False
@@ -130,8 +134,9 @@ class TcpLink(asyncio.BufferedProtocol):
     # ---- frames ------------------------------------------------------------------------------
 
     def _on_frame(self, kind: FrameKind, body: bytearray) -> None:
-        if kind == FrameKind.PACKET and (self._established.is_set() or self._ready_seen):
-            self._inbound.append(body)
+        queued = kind == FrameKind.PACKET or (kind == FrameKind.RELAY and self._established.is_set())
+        if queued and (self._established.is_set() or self._ready_seen):
+            self._inbound.append((kind, body))
             self._inbound_bytes += len(body)
             self._inbound_ready.set()
             over_limit = self._inbound_bytes > self.owner.options.read_queue_limit
@@ -141,6 +146,9 @@ class TcpLink(asyncio.BufferedProtocol):
             return
         if kind == FrameKind.CLOSE:
             self.close()
+            return
+        if kind in (FrameKind.ROUTE, FrameKind.ROUTED) and self._established.is_set():
+            self.owner._relay_control(self, kind, body)
             return
         if self._established.is_set() or kind == FrameKind.PACKET or self._handshake_frames.qsize() > 2:
             self._reject("protocol_violation", len(body))
@@ -244,14 +252,17 @@ class TcpLink(asyncio.BufferedProtocol):
                     return
                 self._inbound_ready.clear()
                 await self._inbound_ready.wait()
-            body = self._inbound.popleft()
+            kind, body = self._inbound.popleft()
             self._inbound_bytes -= len(body)
             if self._reading_paused and self._inbound_bytes < self.owner.options.read_queue_limit // 2:
                 self._reading_paused = False
                 if self._transport and not self._transport.is_closing():
                     self._transport.resume_reading()
             try:
-                await self.owner.events.on_packet(self, body)
+                if kind == FrameKind.RELAY:
+                    await self.owner._relay_frame(self, body)
+                else:
+                    await self.owner.events.on_packet(self, body)
             except Exception:  # noqa: BLE001 - one bad packet must not stop the link
                 log.exception("handling a packet from %s failed", self.peer_idurl)
 
@@ -328,6 +339,10 @@ class TcpTransport:
         """Earlier IDURL -> the IDURL the node answered with after a rotation."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = True
+        self.relay_server: RelayServer | None = None
+        """Relays for nodes that asked (ROUTE); None on a node that never relays."""
+        self.relay_client: RelayClient | None = None
+        """Keeps our own relay when we are behind NAT."""
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -487,6 +502,10 @@ class TcpTransport:
         self._all.discard(link)
         if not link.peer_idurl:
             return
+        if self.relay_server is not None:
+            self.relay_server.link_down(link)
+        if self.relay_client is not None:
+            self.relay_client.link_down(link)
         peers = self._by_peer.get(link.peer_idurl, [])
         if link in peers:
             peers.remove(link)
@@ -515,6 +534,43 @@ class TcpTransport:
         finally:
             if self._reconnecting.get(idurl) is asyncio.current_task():
                 self._reconnecting.pop(idurl, None)
+
+    # ---- relaying (services.transport.relay) --------------------------------------------------
+
+    def _relay_control(self, link: TcpLink, kind: FrameKind, body: bytearray) -> None:
+        try:
+            doc = relay.parse_control(body)
+        except relay.RelayError as err:
+            log.info("relay control frame from %s: %s", link.peer_idurl, err)
+            link._reject("relay_control_malformed", len(body))
+            return
+        if kind == FrameKind.ROUTED:
+            if self.relay_client is not None:
+                self.relay_client.routed(link, doc)
+            return
+        answer = (self.relay_server.route_request(link) if self.relay_server is not None
+                  else {"ok": False, "reason": "proxy_server_disabled"})
+        self._spawn(self._send_quietly(link, FrameKind.ROUTED, relay.control_body(answer)))
+
+    async def _relay_frame(self, link: TcpLink, body: bytearray) -> None:
+        if self.relay_server is None:
+            self.events.on_link_rejected(self.proto, link.host, "relay_disabled", len(body))
+            return
+        await self.relay_server.forward(link, body)
+
+    async def _send_quietly(self, link: TcpLink, kind: FrameKind, body: bytes) -> None:
+        try:
+            await link.send_frame(kind, [body])
+        except ConnectionError:
+            pass
+
+    def stop_relaying(self) -> None:
+        """Tell every client we relay for that we stopped (the proxy server was switched off)."""
+        if self.relay_server is None:
+            return
+        for link in self.relay_server.disable():
+            self._spawn(self._send_quietly(link, FrameKind.ROUTED,
+                                           relay.control_body({"ok": False, "reason": "proxy_server_disabled"})))
 
     # ---- views ---------------------------------------------------------------------------------
 
