@@ -7,10 +7,19 @@ target, node 2 an honest peer. A flooder with an identity of its own (published 
 identity server, so the target can verify it) opens one authenticated TCP link to the target and
 writes `--packets` signed `Message` packets as fast as the socket takes them. Each packet is
 genuine: the target verifies every signature and hands every packet to its messaging process
-(which refuses it: a forged inner message). Measured, with the same-run baseline before the flood:
-  * the target transport's event-loop lag (`packets_stats.event_loop_lag`, sampled every 100 ms);
-  * `user_ping` round trips from the honest peer to the target, p50 / p99;
-  * packets per second the target admitted.
+(which refuses it: a forged inner message). Measured, each against a same-run baseline taken just
+before the flood the same way:
+  * `user_ping` round trips from the honest peer to the target through its REST API, one at a
+    time: during the flood, pings follow one another from the first packet until the target has
+    answered the last, and only pings started by then count (so none of them is idle); the
+    baseline is `--pings` pings the same way with no flood, right before it. p50 / p99 and n.
+  * the target transport's event-loop lag (`packets_stats.event_loop_lag`: a 100 ms tick, p99 and
+    max over its last `SAMPLES` ticks, about a minute). The monitor cannot be reset from outside,
+    so the bench waits a full window after the network is up before the idle snapshot (its minute
+    holds no start-up work), and the flood snapshot covers the minute that ends when the last packet
+    was answered: the same length of window, the flood included. Its p50 is mostly idle ticks
+    unless the flood lasts half a minute, so the ratio is taken on p99 and max.
+  * packets per second the target admitted and answered.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -32,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import codec, crypto  # noqa: E402
 from common import packet as packets  # noqa: E402
+from common.loop_lag import INTERVAL, SAMPLES  # noqa: E402
 from deploy import localnet  # noqa: E402
 from services.identity import document  # noqa: E402
 from services.transport.framing import FrameKind  # noqa: E402
@@ -52,6 +63,21 @@ def _pings(peer: NodeClient, target_id: str, count: int) -> list[float]:
         if status == 200:
             times.append(time.perf_counter() - began)
     return times
+
+
+def _pings_until(peer: NodeClient, target_id: str, done: threading.Event) -> list[tuple[float, float]]:
+    """(start, seconds) of pings made one after another until `done` is set (at least one)."""
+    times: list[tuple[float, float]] = []
+    while not times or not done.is_set():
+        began = time.perf_counter()
+        status, doc = peer.call("user_ping", user_id=target_id, timeout=10)
+        if status == 200:
+            times.append((began, time.perf_counter() - began))
+    return times
+
+
+def _lag(snapshot: dict[str, float]) -> dict[str, float]:
+    return {"ticks": snapshot["samples"], "p99_ms": snapshot["p99_ms"], "max_ms": snapshot["max_ms"]}
 
 
 def _publish_identity(server: str, name: str, port: int) -> tuple[Any, str]:
@@ -76,8 +102,9 @@ def _signed_packets(key: Any, me: str, target: str, count: int) -> list[bytes]:
 
 
 async def _flood(port: int, me: str, key: Any, target: str, target_doc: dict[str, Any], frames: list[bytes],
-                 answered: asyncio.Event) -> float:
-    """Write every frame, then read the target's answers until each packet has one.
+                 answered: threading.Event) -> tuple[float, float]:
+    """Write every frame, then read the target's answers until each packet has one; (seconds the
+    writes took, `perf_counter` when the last answer came). Sets `answered` then.
 
     The answers must be read: closing a socket with unread data resets the connection, and the
     target would lose what it had not read yet.
@@ -102,7 +129,7 @@ async def _flood(port: int, me: str, key: Any, target: str, target_doc: dict[str
         await asyncio.wait_for(reader, 180)
     finally:
         raw.close()
-    return took
+    return took, time.perf_counter()
 
 
 def main() -> int:
@@ -126,17 +153,20 @@ def main() -> int:
         fetched = {"publickey": target_me["publickey"]}
 
         _pings(peer, target_me["global_id"], 10)  # warm the link
+        window = SAMPLES * INTERVAL + 5  # ticks come a little late even when idle
+        print(f"waiting {window:.0f} s: the lag monitor's window must hold no start-up work ...", file=sys.stderr)
+        time.sleep(window)
         before_stats = target.ok("packets_stats")
         idle_pings = _pings(peer, target_me["global_id"], args.pings)
         idle_lag = target.ok("packets_stats")["event_loop_lag"]
 
         async def run() -> tuple[float, list[float], float]:
-            answered = asyncio.Event()
-            began = time.monotonic()
+            answered = threading.Event()
+            began = time.perf_counter()
             flood = asyncio.ensure_future(_flood(target_port, me, key, target_me["idurl"], fetched, frames, answered))
-            busy = await asyncio.to_thread(_pings, peer, target_me["global_id"], args.pings)
-            written = await flood
-            return written, busy, time.monotonic() - began
+            pings = await asyncio.to_thread(_pings_until, peer, target_me["global_id"], answered)
+            written, answered_at = await flood
+            return written, [took for started, took in pings if started < answered_at], answered_at - began
 
         flood_seconds, busy_pings, all_answered = asyncio.run(run())
         busy_lag = target.ok("packets_stats")["event_loop_lag"]
@@ -147,8 +177,10 @@ def main() -> int:
             "admitted": int(after["commands"].get("Message", 0))
             - int(before_stats["in"]["commands"].get("Message", 0)),
             "seconds_until_all_answered": round(all_answered, 2),
-            "event_loop_lag_idle": idle_lag,
-            "event_loop_lag_during_flood": busy_lag,
+            "event_loop_lag_idle_minute": _lag(idle_lag),
+            "event_loop_lag_minute_with_flood": _lag(busy_lag),
+            "lag_p99_ratio": round(busy_lag["p99_ms"] / max(0.01, idle_lag["p99_ms"]), 1),
+            "lag_max_ratio": round(busy_lag["max_ms"] / max(0.01, idle_lag["max_ms"]), 1),
             "ping_idle_ms": {"p50": _pct(idle_pings, 0.5), "p99": _pct(idle_pings, 0.99), "n": len(idle_pings)},
             "ping_during_flood_ms": {"p50": _pct(busy_pings, 0.5), "p99": _pct(busy_pings, 0.99),
                                      "n": len(busy_pings)},

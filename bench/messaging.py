@@ -1,12 +1,19 @@
 """Private message latency between two real nodes, against `user_ping` on the same pair.
 
 Starts a local network (`deploy.localnet.up`, identities on) and uses nodes 1 (sender) and 2
-(receiver). Measured through the REST API, each call from its own client:
-- baseline: `user_ping` from the sender to the receiver (Identity packet -> Ack), p50 / p99;
-- send -> consumed: the receiver long-polls `message_receive` while the sender calls `message_send`;
-  the time from the start of `message_send` until the receiver's poll returns the message;
-- send -> Ack: how long `message_send` itself takes (sealed, sent, opened, recorded, acknowledged);
+(receiver). Measured through the REST API, each call from its own client, in `--count` rounds
+(after six warm-up rounds). The receiver polls `message_receive` in a thread of its own, again as
+soon as a poll returns, so a long poll is nearly always waiting. Each round, one call at a time:
+- baseline: `user_ping` from the sender to the receiver (Identity packet -> Ack), one REST call;
+- send -> Ack: how long `message_send` takes (sealed, sent, opened, recorded, acknowledged):
+  one REST call by the same client, one packet each way, as the ping;
+- send -> consumed: the time from the start of `message_send` until the receiver's long poll of
+  `message_receive` returns the message;
 - the ratio of each p50 to the ping p50 (aim: send -> consumed under 3x).
+Ping and message come from the same client (a new HTTP connection per call for both), each with
+the receiver's poll waiting, in alternating order (ping then message, then message then ping), so
+both are taken under the same load of the host and each follows a ping as often as a message; the
+sizes differ (a sealed message against a small ping) and that is part of what the ratio shows.
 
 Groups (`--mode group` or `all`, 7 nodes): node 1 creates a group, waits for its brokers to be
 hired through the DHT, shares it with 4 more nodes (not its brokers when there are enough nodes)
@@ -16,6 +23,8 @@ and all 5 join; every member long-polls `message_receive` (direction all) in its
 - throughput: `--burst` messages sent by `--senders` members at once (2 by default), as fast as
   the API takes them;
   messages/s delivered to all members = burst / (last arrival at the last member - first send).
+The group figures have no same-run baseline (nothing else in a node fans one message out to five
+members through brokers); read them as absolute figures.
 
 Run: .venv/bin/python bench/messaging.py [--mode all|private|group] [--count 200] [--burst 200]
      [--senders 2] [--nodes 7] [--port-offset 26000] [--keep]
@@ -53,53 +62,19 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(values), 3), "p99_ms": round(_pct(values, 0.99), 3)}
 
 
-def bench_ping(sender: NodeClient, receiver_id: str, count: int) -> list[float]:
-    sender.ok("user_ping", user_id=receiver_id, timeout=10)
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        sender.ok("user_ping", user_id=receiver_id, timeout=10)
-        times.append((time.perf_counter() - started) * 1000)
-    return times
-
-
-def bench_messages(sender: NodeClient, receiver: NodeClient, receiver_id: str,
-                   count: int) -> tuple[list[float], list[float], int]:
-    consumer = "bench-consumer"
-    receiver.ok("message_receive", consumer_callback_id=consumer, polling_timeout=0)
-    to_consumed, to_ack, consumed = [], [], 0
-
-    def wait_message(message_tag: int) -> float:
-        while True:
-            items = receiver.ok("message_receive", consumer_callback_id=consumer, polling_timeout=POLL)
-            if any(item["data"].get("n") == message_tag for item in items):
-                return time.perf_counter()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        for n in range(-5, count):  # five warm-up rounds
-            poll = pool.submit(wait_message, n)
-            started = time.perf_counter()
-            result = sender.ok("message_send", recipient_id=receiver_id, data={"n": n, "text": "bench message"})
-            acked = time.perf_counter()
-            arrived = poll.result(timeout=POLL + 10)
-            if not result["delivered"]:
-                raise RuntimeError(f"message {n} was not delivered: {result}")
-            if n >= 0:
-                to_consumed.append((arrived - started) * 1000)
-                to_ack.append((acked - started) * 1000)
-                consumed += bool(result["consumed"])
-    return to_consumed, to_ack, consumed
-
-
 GROUP_MEMBERS = 5
 SETUP_TIMEOUT = 300
 
 
 class Arrivals:
-    """Each member's long-poll thread records when every group message `n` reached it."""
+    """Each member's long-poll thread records when every message `n` reached it.
 
-    def __init__(self, members: list[NodeClient]):
+    A member polls again as soon as a poll returns, so a poll is nearly always waiting."""
+
+    def __init__(self, members: list[NodeClient], consumer: str = "bench-group", direction: str = "all",
+                 message_types: str = "group_message"):
         self.members = members
+        self.poll_args = {"consumer_callback_id": consumer, "direction": direction, "message_types": message_types}
         self.seen: dict[int, dict[str, float]] = {}
         self.cond = threading.Condition()
         self.stop = False
@@ -107,15 +82,13 @@ class Arrivals:
 
     def start(self) -> None:
         for member in self.members:
-            member.ok("message_receive", consumer_callback_id="bench-group", direction="all",
-                      message_types="group_message", polling_timeout=0)
+            member.ok("message_receive", polling_timeout=0, **self.poll_args)
         for thread in self.threads:
             thread.start()
 
     def _poll(self, member: NodeClient) -> None:
         while not self.stop:
-            items = member.ok("message_receive", consumer_callback_id="bench-group", direction="all",
-                              message_types="group_message", polling_timeout=5)
+            items = member.ok("message_receive", polling_timeout=5, **self.poll_args)
             now = time.perf_counter()
             with self.cond:
                 for item in items:
@@ -132,9 +105,52 @@ class Arrivals:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     missing = [n for n in numbers if len(self.seen.get(n, {})) < len(self.members)]
-                    raise RuntimeError(f"group messages {missing[:5]} did not reach every member")
+                    raise RuntimeError(f"messages {missing[:5]} did not reach every member")
                 self.cond.wait(left)
             return max(max(self.seen[n].values()) for n in numbers)
+
+
+def bench_rounds(sender: NodeClient, receiver: NodeClient, receiver_id: str,
+                 count: int) -> tuple[list[float], list[float], list[float], int]:
+    """(ping, send -> consumed, send -> Ack) in ms and how many were consumed by the waiting poll.
+
+    Each round makes one ping and sends one message, while the receiver keeps a long poll waiting;
+    the order alternates (ping first in even rounds, message first in odd ones), so each kind
+    follows a ping as often as a message and inherits the same leftover work."""
+    arrivals = Arrivals([receiver], "bench-consumer", "incoming", "private_message")
+    arrivals.start()
+    pings, to_consumed, to_ack, consumed = [], [], [], 0
+
+    def ping() -> float:
+        began = time.perf_counter()
+        sender.ok("user_ping", user_id=receiver_id, timeout=10)
+        return (time.perf_counter() - began) * 1000
+
+    def message(n: int) -> tuple[float, float, bool]:
+        began = time.perf_counter()
+        result = sender.ok("message_send", recipient_id=receiver_id, data={"n": n, "text": "bench message"})
+        acked = time.perf_counter()
+        if not result["delivered"]:
+            raise RuntimeError(f"message {n} was not delivered: {result}")
+        arrived = arrivals.wait_all([n], timeout=POLL)
+        return (arrived - began) * 1000, (acked - began) * 1000, bool(result["consumed"])
+
+    try:
+        for n in range(-6, count):  # six warm-up rounds
+            if n % 2 == 0:
+                took = ping()
+                until_consumed, until_ack, by_poll = message(n)
+            else:
+                until_consumed, until_ack, by_poll = message(n)
+                took = ping()
+            if n >= 0:
+                pings.append(took)
+                to_consumed.append(until_consumed)
+                to_ack.append(until_ack)
+                consumed += by_poll
+    finally:
+        arrivals.stop = True
+    return pings, to_consumed, to_ack, consumed
 
 
 def _gid(client: NodeClient) -> str:
@@ -234,8 +250,7 @@ def run(count: int, nodes: int, offset: int, keep: bool, mode: str = "private", 
 def bench_private(clients: list[NodeClient], count: int) -> dict[str, Any]:
     sender, receiver = clients[1], clients[2 % len(clients)]
     receiver_id = receiver.ok("identity_get")["global_id"]
-    ping = bench_ping(sender, receiver_id, count)
-    to_consumed, to_ack, consumed = bench_messages(sender, receiver, receiver_id, count)
+    ping, to_consumed, to_ack, consumed = bench_rounds(sender, receiver, receiver_id, count)
     ping_p50 = statistics.median(ping)
     return {
         "count": count,

@@ -8,10 +8,25 @@ distinct), then measured:
 - peak RSS of the customer's storage process while the upload runs (sampled every 0.1 s);
 - CPU ms per MiB (utime + stime from /proc) of every process of every node (the nats-server `bus`
   included), and of the customer's storage process alone.
-Baselines in the same run, on a 4 MiB block of the same data, in this process: AES-256-GCM
-encrypt, zfec encode 2-of-4, `blocks.seal` (AES + zfec + sha256), zfec decode from the two
-secondary shares, sha256; and a plain copy of each test file on the same disk (fsync at the end).
-Upload and copy both read the test file from the page cache (it was just written).
+Like-with-like baselines, in this process right after each measurement, on the same disk: the
+disk work of the same transfer without network, processes or crypto (`PlainStore`).
+- plain upload: the test file read one block (`services/backups/block-size`) at a time, each block
+  cut into 2-of-4 fragments of the size `blocks.seal` makes (the parity two stand-ins of the same
+  size), the four stored at once into four plain stores, `services/backups/upload-window` blocks
+  in flight. A plain store keeps a fragment durably the way a supplier's `FragmentStore.store`
+  does: spool file written and fsynced, renamed into its folder, the folder fsynced, one row
+  committed to sqlite (WAL, synchronous=FULL) under a write lock. So the baseline writes twice the
+  file's bytes with the same syncs per fragment, as the upload does.
+- plain download: the two primary fragments of every block read back from the plain stores at
+  once, `min(upload-window, DOWNLOAD_BUFFER / block)` blocks in flight as in `Transfers.download`,
+  each block written in order past the page cache (`spool.write_at`) into a temporary file that is
+  then truncated, fsynced, renamed and its folder fsynced; its sha256 is checked.
+Upload and plain upload both read the test file from the page cache (it was just written).
+Reported for reference, not as a ratio: a copy of each test file on the same disk
+(`shutil.copyfile`, one fsync at the end: half the bytes of the upload, one sync in all).
+Also in the same run, on a 4 MiB block of the same data, in this process: AES-256-GCM encrypt,
+zfec encode 2-of-4, `blocks.seal` (AES + zfec + sha256), zfec decode from the two secondary
+shares, sha256 (CPU costs, next to the transfer rates).
 
 Run: .venv/bin/python bench/storage.py [--sizes 100M,1G] [--nodes 6] [--port-offset 24000] [--keep]
 """
@@ -22,10 +37,13 @@ import argparse
 import hashlib
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,8 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import zfec  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
+from common import spool  # noqa: E402
+from common.packet import MAX_BLOCK_SIZE  # noqa: E402
 from deploy import localnet  # noqa: E402
 from services.storage import blocks  # noqa: E402
+from services.storage.transfers import DOWNLOAD_BUFFER  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
 from tests.helpers import sha256_file  # noqa: E402
 
@@ -96,7 +117,7 @@ def make_file(path: Path, size: int) -> tuple[str, bytes]:
 
 
 def plain_copy(src: Path, dst: Path) -> float:
-    """MiB/s of shutil.copyfile + fsync."""
+    """MiB/s of shutil.copyfile + one fsync (a reference: half the bytes of an upload, one sync)."""
     began = time.perf_counter()
     shutil.copyfile(src, dst)
     fd = os.open(dst, os.O_RDONLY)
@@ -108,6 +129,149 @@ def plain_copy(src: Path, dst: Path) -> float:
     size = src.stat().st_size
     dst.unlink()
     return size / MIB / took
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PlainStore:
+    """A supplier's durable write of one fragment, and its read, with nothing else around them.
+
+    `store` makes the syscalls `FragmentStore.store` makes for a new fragment: the spool file
+    written and fsynced, renamed into the fragments folder, the folder fsynced, then one row
+    committed to sqlite (WAL, synchronous=FULL) under the store's write lock."""
+
+    def __init__(self, root: Path):
+        self.spool, self.fragments = root / "spool", root / "fragments"
+        self.spool.mkdir(parents=True)
+        self.fragments.mkdir()
+        self._db = sqlite3.connect(root / "index.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE objects (name TEXT PRIMARY KEY, size INTEGER)")
+        self._write_lock = threading.Lock()
+
+    def store(self, name: str, data: bytes) -> None:
+        spooled = self.spool / name
+        with open(spooled, "wb", buffering=0) as handle:
+            view = memoryview(data)
+            while view:
+                view = view[handle.write(view) or 0:]
+            os.fsync(handle.fileno())
+        os.replace(spooled, self.fragments / name)
+        fsync_dir(self.fragments)
+        with self._write_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO objects VALUES (?, ?)", (name, len(data)))
+            self._db.execute("COMMIT")
+
+    def read(self, name: str) -> bytes:
+        return (self.fragments / name).read_bytes()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def plain_fragments(block: bytes, suppliers: int) -> list[bytes]:
+    """The block cut into k primaries of the size `blocks.seal` makes, padded; the parity
+    fragments are stand-ins of the same size (their content does not matter to the disk)."""
+    k = blocks.data_shares(suppliers)
+    share = blocks.sealed_size(len(block), suppliers) // k
+    padded = block + bytes(share * k - len(block))
+    primaries = [padded[i * share:(i + 1) * share] for i in range(k)]
+    return [primaries[pos % k] for pos in range(suppliers)]
+
+
+def plain_upload(src: Path, stores: list[PlainStore], block_size: int, window: int) -> float:
+    """MiB/s of `src` stored 2-of-4 into `stores`, a block at a time, `window` blocks in flight."""
+    gate = threading.Semaphore(window)
+    with ThreadPoolExecutor(window, "plain-block") as per_block, \
+            ThreadPoolExecutor(window * len(stores), "plain-store") as per_fragment:
+
+        def one_block(number: int, fragments: list[bytes]) -> None:
+            try:
+                for done in [per_fragment.submit(store.store, f"{number}-{pos}", fragment)
+                             for pos, (store, fragment) in enumerate(zip(stores, fragments, strict=True))]:
+                    done.result()
+            finally:
+                gate.release()
+
+        began = time.perf_counter()
+        running = []
+        with open(src, "rb") as handle:
+            number = 0
+            while True:
+                gate.acquire()
+                block = handle.read(block_size)
+                if not block:
+                    gate.release()
+                    break
+                running.append(per_block.submit(one_block, number, plain_fragments(block, len(stores))))
+                number += 1
+        for job in running:
+            job.result()
+        took = time.perf_counter() - began
+    return src.stat().st_size / MIB / took
+
+
+def plain_download(stores: list[PlainStore], size: int, block_size: int, window: int, dest: Path,
+                   sha: str) -> float:
+    """MiB/s of the file `plain_upload` stored, rebuilt from the primary fragments into `dest`."""
+    window = max(1, min(window, DOWNLOAD_BUFFER // max(1, block_size)))
+    k = blocks.data_shares(len(stores))
+    staging = spool.StagingBuffers()
+    tmp = dest.parent / f".{dest.name}.part"
+    pending: deque[tuple[int, list[Future[bytes]]]] = deque()
+    done = 0
+    with ThreadPoolExecutor(window * k, "plain-fetch") as pool:
+        began = time.perf_counter()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+
+            def write_next() -> None:
+                nonlocal done
+                plain_size, parts = pending.popleft()
+                block = b"".join(part.result() for part in parts)[:plain_size]
+                spool.write_at(fd, block, done, staging)
+                done += len(block)
+
+            for number in range(-(-size // block_size)):
+                plain_size = min(block_size, size - number * block_size)
+                pending.append((plain_size, [pool.submit(stores[pos].read, f"{number}-{pos}") for pos in range(k)]))
+                if len(pending) >= window:
+                    write_next()
+            while pending:
+                write_next()
+            os.ftruncate(fd, done)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+        took = time.perf_counter() - began
+    if sha256_file(dest) != sha:
+        raise SystemExit(f"PLAIN DOWNLOAD CORRUPT: {dest}")
+    dest.unlink()
+    return size / MIB / took
+
+
+def plain_transfers(path: Path, sha: str, work: Path, block_size: int, window: int) -> tuple[float, float]:
+    """(upload, download) MiB/s of the plain baselines for the test file at `path`."""
+    root = work / "plain"
+    stores = [PlainStore(root / f"supplier-{pos}") for pos in range(SUPPLIERS)]
+    try:
+        up = plain_upload(path, stores, block_size, window)
+        down = plain_download(stores, path.stat().st_size, block_size, window, work / "plain-down.bin", sha)
+        return up, down
+    finally:
+        for store in stores:
+            store.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def rate(fn: Callable[[], Any], nbytes: int, min_time: float = 0.5) -> float:
@@ -249,7 +413,7 @@ def timed_call(customer: NodeClient, route: str, body: dict[str, Any]) -> tuple[
 
 
 def measure(nodes: list[NodeClient], customer: NodeClient, master: str, path: Path, size: int, sha: str,
-            work: Path) -> dict[str, Any]:
+            work: Path, block_size: int, window: int) -> dict[str, Any]:
     label = label_of(size)
     remote = f"{master}:bench/{label}.bin"
     mib = size / MIB
@@ -286,6 +450,7 @@ def measure(nodes: list[NodeClient], customer: NodeClient, master: str, path: Pa
     shutil.rmtree(dest)
     out["down"], out["down_cpu"] = mib / took, cpu
     out["down_cpu_storage"] = cpu.get((customer.name, "storage"), 0.0)
+    out["plain_up"], out["plain_down"] = plain_transfers(path, sha, work, block_size, window)
     out["copy"] = plain_copy(path, work / f"copy-{label}.bin")
     return out
 
@@ -305,19 +470,21 @@ def breakdown(cpu: dict[tuple[str, str], float], mib: float, customer: str, supp
 
 
 def report(rows: list[dict[str, Any]], base: dict[str, float], customer: str, suppliers: set[str],
-           nodes: int, load: str, block_size: int) -> None:
+           nodes: int, load: str, block_size: int, window: int) -> None:
     print(f"{nodes} nodes, customer {customer} with {SUPPLIERS} suppliers (2-of-4), block {label_of(block_size)}, "
-          f"{os.cpu_count()} CPUs, 1-min load average before start {load} (other work on the host skews MiB/s)")
-    head = (f"{'size':>5} {'upload':>8} {'/copy':>6} {'download':>9} {'/copy':>6} {'copy':>7} "
-            f"{'RSS MB':>11} {'up CPU ms/MiB':>16} {'down CPU ms/MiB':>16} {'cores up/down':>14}")
+          f"upload window {window}, {os.cpu_count()} CPUs, 1-min load average before start {load} "
+          f"(other work on the host skews MiB/s)")
+    head = (f"{'size':>5} {'upload':>8} {'plain':>7} {'ratio':>6} {'download':>9} {'plain':>7} {'ratio':>6} "
+            f"{'copy':>7} {'RSS MB':>11} {'up CPU ms/MiB':>16} {'down CPU ms/MiB':>16} {'cores up/down':>14}")
     print(head)
-    print(f"{'':>5} {'MiB/s':>8} {'':>6} {'MiB/s':>9} {'':>6} {'MiB/s':>7} {'idle/peak':>11} "
+    print(f"{'':>5} {'MiB/s':>8} {'up':>7} {'':>6} {'MiB/s':>9} {'down':>7} {'':>6} {'(ref)':>7} {'idle/peak':>11} "
           f"{'all / cust.stor':>16} {'all / cust.stor':>16} {'':>14}")
     for r in rows:
         up_all = sum(r["up_cpu"].values()) / r["mib"]
         down_all = sum(r["down_cpu"].values()) / r["mib"]
-        print(f"{r['label']:>5} {r['up']:>8.1f} {r['up'] / r['copy']:>6.2f} {r['down']:>9.1f} "
-              f"{r['down'] / r['copy']:>6.2f} {r['copy']:>7.0f} {r['rss0_mb']:>5.0f} /{r['rss_mb']:>4.0f} "
+        print(f"{r['label']:>5} {r['up']:>8.1f} {r['plain_up']:>7.0f} {r['up'] / r['plain_up']:>6.2f} "
+              f"{r['down']:>9.1f} {r['plain_down']:>7.0f} {r['down'] / r['plain_down']:>6.2f} "
+              f"{r['copy']:>7.0f} {r['rss0_mb']:>5.0f} /{r['rss_mb']:>4.0f} "
               f"{up_all:>7.1f} / {r['up_cpu_storage'] / r['mib']:>6.1f} "
               f"{down_all:>7.1f} / {r['down_cpu_storage'] / r['mib']:>6.1f} "
               f"{up_all * r['up'] / 1000:>6.2f} /{down_all * r['down'] / 1000:>5.2f}")
@@ -373,13 +540,16 @@ def main() -> None:
         by_idurl = {n.ok("identity_get")["idurl"]: n.name for n in nodes}
         supplier_names = {by_idurl[i] for i in suppliers}
         master = f"master${customer.ok('identity_get')['global_id']}"
-        block_size = int(customer.ok("config_get", key="services/backups/block-size")["value"])
+        block_size = min(int(customer.ok("config_get", key=key)["value"]) for key in
+                         ("services/backups/block-size", "services/backups/max-block-size"))
+        block_size = min(block_size, MAX_BLOCK_SIZE)
+        window = int(customer.ok("config_get", key="services/backups/upload-window")["value"])
         first = b""
         for size in sizes:
             path = files / f"{label_of(size)}.bin"
             sha, block = make_file(path, size)
             first = first or block
-            rows.append(measure(nodes, customer, master, path, size, sha, files))
+            rows.append(measure(nodes, customer, master, path, size, sha, files, block_size, window))
             path.unlink()
         base = baselines(first if len(first) == CHUNK else first + os.urandom(CHUNK - len(first)))
     finally:
@@ -389,7 +559,7 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
         else:
             print(f"network left running under {root / 'net'} (stop: bitdust localnet down --dir {root / 'net'})")
-    report(rows, base, customer.name, supplier_names, args.nodes, load, block_size)
+    report(rows, base, customer.name, supplier_names, args.nodes, load, block_size, window)
 
 
 if __name__ == "__main__":
