@@ -116,6 +116,27 @@ def parse_control(body: Buffer) -> dict[str, Any]:
     return doc
 
 
+KEEPALIVE_IDLE = 20
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 4
+
+
+def keep_alive(link: Any) -> None:
+    """TCP keepalive on the link to our relay: a relay host that vanishes without closing the
+    connection is noticed in about 40 s (and the NAT router keeps the connection's mapping)."""
+    sock = link.socket() if hasattr(link, "socket") else None
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                            ("TCP_KEEPCNT", KEEPALIVE_COUNT)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError as err:
+        log.info("keepalive on the relay link not set: %s", err)
+
+
 def is_local_address(ip: str) -> bool:
     """Is `ip` an address of this host? (Binding to it works only then.)"""
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -156,6 +177,7 @@ class RelayServer:
             self.counters.refused_routes += 1
             return {"ok": False, "reason": "too_many_routes"}
         self.routes[idurl] = link
+        keep_alive(link)  # a client that vanished frees its route
         log.info("relaying for %s (%d routes)", idurl, len(self.routes))
         return {"ok": True}
 
@@ -412,6 +434,7 @@ class RelayClient:
                 continue
             address = parse_tcp_contact(contacts[0])
             assert address is not None
+            keep_alive(link)
             self.link, self.relay_idurl = link, idurl
             self.contact = relay_contact(address[0].strip("[]"), address[1], idurl)
             self.state = CONNECTED

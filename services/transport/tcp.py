@@ -276,6 +276,10 @@ class TcpLink(asyncio.BufferedProtocol):
     def is_ready(self) -> bool:
         return self._established.is_set() and not self._closed.is_set()
 
+    def socket(self) -> Any:
+        """The connection's socket (for options such as keepalive), or None."""
+        return self._transport.get_extra_info("socket") if self._transport is not None else None
+
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()

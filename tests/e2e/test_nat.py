@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -146,14 +147,24 @@ def _relayed_bytes(clients: list[NodeClient]) -> int:
 
 
 def _hire(customer: NodeClient, wanted: list[NodeClient]) -> None:
-    """Make `wanted` the customer's suppliers (in the first positions)."""
+    """Make `wanted` among the customer's suppliers, each in a position held by an unwanted one;
+    ask again while one is missing."""
     wait_for(lambda: _suppliers(customer), timeout=90, interval=0.5, what=f"{customer.name}'s suppliers")
-    idurls = [_idurl(int(c.name.rsplit("-", 1)[1])) for c in wanted]
-    for position, (client, idurl) in enumerate(zip(wanted, idurls, strict=True)):
-        if idurl not in (_suppliers(customer) or []):
-            customer.ok("supplier_change", position=position, new_supplier_id=_gid(client))
-    wait_for(lambda: set(idurls) <= set(_suppliers(customer) or []), timeout=90, interval=0.5,
-             what=f"{customer.name} hired {', '.join(c.name for c in wanted)}")
+    idurls = {_idurl(int(c.name.rsplit("-", 1)[1])): c for c in wanted}
+    asked: dict[str, float] = {}
+
+    def hired() -> bool:
+        items = sorted(customer.ok("suppliers_list"), key=lambda item: item["position"])
+        held = [item["idurl"] for item in items]
+        free = [item["position"] for item in items if item["idurl"] not in idurls]
+        missing = [idurl for idurl in idurls if idurl not in held]
+        for idurl, position in zip(missing, free, strict=False):  # as many as there are free positions
+            if time.monotonic() - asked.get(idurl, float("-inf")) > 15:
+                customer.ok("supplier_change", position=position, new_supplier_id=_gid(idurls[idurl]))
+                asked[idurl] = time.monotonic()
+        return not missing and bool(_suppliers(customer))
+
+    wait_for(hired, timeout=120, interval=0.5, what=f"{customer.name} hired {', '.join(c.name for c in wanted)}")
 
 
 def test_storage_between_natted_nodes_crosses_relays(hosts, tmp_path):
