@@ -24,6 +24,8 @@ from services.dht.node import DhtNode, node_info
 log = logging.getLogger(__name__)
 
 KEY_CACHE_TTL = 300.0
+MAX_KEYS = 10_000
+"""Owners' public keys kept (records and member entries name them; peers choose the names)."""
 
 
 class IdentityClient(Protocol):
@@ -247,7 +249,10 @@ class Directory:
                                       "owner_unknown") from None
         except crypto.CryptoError:
             raise records.RecordError(f"owner identity {idurl} has no valid public key", "owner_unknown") from None
+        self._keys.pop(idurl, None)
         self._keys[idurl] = (time.monotonic(), key)
+        while len(self._keys) > MAX_KEYS:
+            del self._keys[next(iter(self._keys))]  # the least recently fetched
         return key
 
     # --- nicknames -------------------------------------------------------------------------

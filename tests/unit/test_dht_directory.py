@@ -216,3 +216,15 @@ async def test_an_announcement_that_cannot_be_signed_is_not_sent(network):
     assert await bob.announce(3, bob.identity.idurl) is False
     with pytest.raises(NotFoundError):
         await carol.random_users(3, 1)
+
+
+async def test_the_owner_key_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr("services.dht.directory.MAX_KEYS", 3)
+    registry: dict[str, str] = {}
+    identity = FakeIdentity("alice", registry)
+    for name in ("u1", "u2", "u3", "u4", "u5"):
+        registry[f"http://127.0.0.1:8084/{name}.xml"] = registry[identity.idurl]
+    directory = Directory(DhtNode(DhtStore(":memory:")), identity)
+    for name in ("u1", "u2", "u3", "u4", "u5"):
+        await directory._public_key(f"http://127.0.0.1:8084/{name}.xml")
+    assert [idurl.rsplit("/", 1)[1] for idurl in directory._keys] == ["u3.xml", "u4.xml", "u5.xml"]
