@@ -20,7 +20,10 @@ import concurrent.futures
 import ctypes
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -137,7 +140,7 @@ def _nat_router(layout: Layout, index: int) -> None:
     _ip("-n", ns, "route", "add", "default", "via", f"{private}.1")
     rules = (
         "table ip bitdust_nat {\n"
-        "  chain post {\n    type nat hook postrouting priority 100;\n    oifname \"eth0\" masquerade\n  }\n"
+        "  chain post {\n    type nat hook postrouting priority 100;\n    oifname != \"lan0\" masquerade\n  }\n"
         "  chain inbound {\n    type filter hook forward priority 0; policy drop;\n"
         "    iifname \"lan0\" accept\n    ct state established,related accept\n  }\n"
         "}\n")
@@ -156,6 +159,8 @@ def destroy_node(layout: Layout, index: int) -> None:
 
 def destroy(layout: Layout) -> None:
     """Remove every namespace, link and the bridge of `layout` (what `create` made)."""
+    stop_wan(layout.subnet)
+    shutil.rmtree(state_dir(layout.subnet), ignore_errors=True)
     for index in range(layout.count):
         destroy_node(layout, index)
     _ip("link", "del", layout.bridge, check=False)
@@ -174,8 +179,19 @@ def netem_available() -> str:
     return ""
 
 
+def wan_method() -> str:
+    """How `netem` makes WAN conditions here: "tc netem", or the user-space emulator and why."""
+    why = netem_available()
+    return "tc netem" if not why else f"user-space emulator (deploy/wan.py), because {why}"
+
+
 def netem(layout: Layout, delay_ms: float, loss_percent: float) -> None:
-    """WAN conditions on every link: `delay_ms` one way and `loss_percent` loss into each namespace."""
+    """WAN conditions on every link: `delay_ms` one way and `loss_percent` loss into each namespace.
+
+    With `tc netem` where the kernel has it, else with the user-space emulator (`deploy.wan`)."""
+    if netem_available():
+        start_wan(layout, delay_ms, loss_percent)
+        return
     for index in range(layout.count):
         veth = layout.veth(index)
         subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], capture_output=True)
@@ -183,6 +199,52 @@ def netem(layout: Layout, delay_ms: float, loss_percent: float) -> None:
                                "loss", f"{loss_percent}%"], capture_output=True, text=True)
         if done.returncode != 0:
             raise NetnsError(f"tc netem on {veth}: {done.stderr.strip()}")
+
+
+def state_dir(subnet: int) -> Path:
+    """Where a network's helper programs keep their pid and log files."""
+    return Path("/run/bitdust-netns") / str(subnet)
+
+
+def start_wan(layout: Layout, delay_ms: float, loss_percent: float, timeout: float = 15.0) -> None:
+    """Run `deploy.wan` for `layout` (restarted if it runs: a node may have been added)."""
+    stop_wan(layout.subnet)
+    folder = state_dir(layout.subnet)
+    folder.mkdir(parents=True, exist_ok=True)
+    ready = folder / "wan.ready"
+    ready.unlink(missing_ok=True)
+    project = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", "deploy.wan", "--subnet", str(layout.subnet), "--count", str(layout.count),
+            "--nat", ",".join(map(str, layout.nat)), "--delay", str(delay_ms), "--loss", str(loss_percent),
+            "--ready", str(ready)]
+    with open(folder / "wan.log", "ab") as log_file:
+        process = subprocess.Popen(argv, cwd=project, env=dict(os.environ, PYTHONPATH=str(project)),
+                                   stdout=log_file, stderr=log_file, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise NetnsError(f"the WAN emulator did not start (see {folder / 'wan.log'})")
+        time.sleep(0.05)
+
+
+def stop_wan(subnet: int) -> None:
+    """Stop the WAN emulator of network `subnet`, if it runs; its TUN devices go with it."""
+    pid_path = state_dir(subnet) / "wan.pid"
+    try:
+        pid = int(pid_path.read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    pid_path.unlink(missing_ok=True)
 
 
 def command(namespace: str | None, argv: list[str]) -> list[str]:
