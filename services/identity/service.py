@@ -70,6 +70,7 @@ class IdentityService(KeysEndpoints):
         # create/recover/rotate/erase change the identity: one at a time.
         self._identity_lock = asyncio.Lock()
         self._takeover_checked = float("-inf")
+        self._takeover_recheck: asyncio.Task[Any] | None = None
         self._primary_failures = 0
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -376,8 +377,15 @@ class IdentityService(KeysEndpoints):
         says so with `local-identity-taken-over` and `local-identity-erased`.
         """
         now = asyncio.get_running_loop().time()
-        if self.doc is None or now - self._takeover_checked < TAKEOVER_MIN_INTERVAL:
+        if self.doc is None:
             return {"taken_over": self.local.taken_over() is not None}
+        if now - self._takeover_checked < TAKEOVER_MIN_INTERVAL:
+            # Checked a moment ago, maybe just before the news: check once more when the interval
+            # ends (one pending check at most, so nudges cannot make us hammer the servers).
+            if self._takeover_recheck is None or self._takeover_recheck.done():
+                self._takeover_recheck = self.ctx.bus.spawn(
+                    self._recheck_takeover(self._takeover_checked + TAKEOVER_MIN_INTERVAL - now))
+            return {"taken_over": False}
         self._takeover_checked = now
         mine = self.doc
         newest = None
@@ -406,6 +414,13 @@ class IdentityService(KeysEndpoints):
         await self.ctx.bus.publish_event("local-identity-taken-over", info)
         await self.ctx.bus.publish_event("local-identity-erased", info)
         return {"taken_over": True}
+
+    async def _recheck_takeover(self, delay: float) -> None:
+        await asyncio.sleep(max(0.0, delay))
+        try:
+            await self.check_takeover()
+        except NodeError as exc:
+            log.info("identity check failed: %s", exc)
 
     async def _watch_takeover(self) -> None:
         """Every few minutes: were we taken over? Is our primary identity server gone for good?"""
