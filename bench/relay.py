@@ -95,8 +95,9 @@ def run(pings: int, size: int, offset: int, keep: bool) -> dict[str, Any]:
             wait_for(lambda i=index: c[i].ok("network_status", proxy=True)["proxy"]["state"] == "CONNECTED",
                      timeout=120, interval=0.5, what=f"node-{index} relayed")
         relayed_to, direct_to = _gid(c[3]), _gid(c[1])
-        for _ in range(10):  # warm up: links, identity caches
-            wait_for(lambda: _ping_ms(c[4], relayed_to), timeout=60, interval=0.5, what="a relayed ping")
+        for _ in range(10):  # warm up: links, identity caches (a stale cached identity is refetched)
+            wait_for(lambda: c[4].call("user_ping", user_id=relayed_to, timeout=10)[0] == 200, timeout=60,
+                     interval=0.5, what="a relayed ping")
             _ping_ms(c[2], direct_to)
         relayed: list[float] = []
         direct: list[float] = []
