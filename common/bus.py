@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -16,8 +17,7 @@ from typing import Any, Awaitable, Callable
 import nats
 import nats.micro
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.aio.msg import Msg
 from nats.micro.request import Request
 
 from common import codec, registry, subjects
@@ -37,6 +37,8 @@ META_HEADER = "Bitdust-Meta"
 """Header that carries the JSON meta of a binary bus request; the body is the raw payload."""
 REPLY_HEADER = "Bitdust-Reply"
 """The same for a binary reply: a distinct name, as nats-py's plain `respond` echoes request headers."""
+NO_RESPONDERS_STATUS = "503"
+"""The status nats-server puts in the header of its answer to a request nobody subscribes to."""
 
 
 def binary_meta(msg: Any, header: str = META_HEADER) -> dict[str, Any] | None:
@@ -58,6 +60,10 @@ class Bus:
         self.nc = nc
         self.process = process
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Replies to this connection's requests: one wildcard subscription, one future per request.
+        self._reply_prefix = ""
+        self._replies: dict[str, asyncio.Future[Msg]] = {}
+        self._tokens = itertools.count()
 
     @classmethod
     async def connect(cls, url: str, token: str, process: str, **options: Any) -> "Bus":
@@ -77,6 +83,9 @@ class Bus:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(UnavailableError("the local bus is closed"))
         if self.nc.is_connected or self.nc.is_reconnecting:
             try:
                 await self.nc.drain()
@@ -84,18 +93,47 @@ class Bus:
                 await self.nc.close()
 
     async def _request(self, subject: str, payload: bytes, timeout: float,
-                       headers: dict[str, str] | None = None) -> Any:
-        """One NATS request; a missing responder, a timeout or a closed bus become `NodeError`s."""
+                       headers: dict[str, str] | None = None) -> Msg:
+        """One NATS request; a missing responder, a timeout or a closed bus become `NodeError`s.
+
+        Unlike nats-py's `request`, no `asyncio.wait_for` (a task switch and a wrapper per call)
+        and no random token per call: a counter names the reply subject, a timer handle fails
+        the future when the time is up.
+        """
+        if not self._reply_prefix:
+            await self._subscribe_replies()
+        token = str(next(self._tokens))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._replies[token] = future
+        timer = loop.call_later(timeout, _expire, future, subject, timeout)
         try:
-            return await self.nc.request(subject, payload, timeout=timeout, headers=headers)
-        except NoRespondersError:
-            raise UnavailableError(f"no process serves {subject} now") from None
-        except NatsTimeoutError:
-            raise DeadlineError(f"{subject} did not answer in {timeout:g}s") from None
+            await self.nc.publish(subject, payload, reply=self._reply_prefix + token, headers=headers)
+            msg = await future
         except nats.errors.ConnectionClosedError:
             raise UnavailableError("the local bus is closed") from None
         except nats.errors.MaxPayloadError:
             raise _too_large(subject, len(payload)) from None
+        finally:
+            timer.cancel()
+            del self._replies[token]
+        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS_STATUS and not msg.data:
+            raise UnavailableError(f"no process serves {subject} now")
+        return msg
+
+    async def _subscribe_replies(self) -> None:
+        # Named before the first await: a request made meanwhile queues its PUB after this SUB.
+        self._reply_prefix = self.nc.new_inbox() + "."
+        try:
+            await self.nc.subscribe(self._reply_prefix + "*", cb=self._on_reply)
+        except Exception:
+            self._reply_prefix = ""
+            raise
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._replies.get(msg.subject[len(self._reply_prefix):])
+        if future is not None and not future.done():
+            future.set_result(msg)
 
     async def request_raw(self, subject: str, payload: bytes, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         """Send a request and return the decoded reply document (result or error).
@@ -168,6 +206,11 @@ class Bus:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _expire(future: asyncio.Future[Msg], subject: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(DeadlineError(f"{subject} did not answer in {timeout:g}s"))
 
 
 def encode_reply(value: Any) -> bytes:

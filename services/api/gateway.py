@@ -8,6 +8,7 @@ status. Methods owned by the api process are called in-process; the others over 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import logging
@@ -75,6 +76,7 @@ def _timeout_for(kwargs: dict[str, Any]) -> float:
     return budget
 
 
+@functools.lru_cache(maxsize=256)
 def _is_loopback(remote: str | None) -> bool:
     if not remote:
         return True  # unix socket / in-process test client
@@ -91,6 +93,8 @@ class Gateway:
         self.service = service
         self.ctx = ctx
         self.registry = registry.load()
+        # Read once, not per request: the node writes its secret only when it is first created.
+        self._secret = ctx.home.api_secret().encode()
         self.local = {spec.name: func for spec, func in tagged_endpoints(service).items() if not spec.internal}
         self._runners: list[web.AppRunner] = []
         self._sockets: set[web.WebSocketResponse] = set()
@@ -134,7 +138,7 @@ class Gateway:
                 or request.query.get("api_secret")
             if not given:
                 raise AuthError("api_secret is required", reason="unauthorized", status=401)
-            if not hmac.compare_digest(given.encode(), self.ctx.home.api_secret().encode()):
+            if not hmac.compare_digest(given.encode(), self._secret):
                 raise AuthError("api_secret is wrong", reason="forbidden", status=403)
         except NodeError as err:
             status = self._rest_status(err.status) if request.app.get(REST_KEY) else err.status

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import aiohttp
 
@@ -26,10 +27,12 @@ from common.endpoint import Reply, endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from common.process import ProcessContext, ServiceBase
 from common.services_catalog import BY_NAME, CATALOG, dependents
-from common.supervisor import SupervisorClient
 from services.api.event_log import EventLog
 from services.api.events import EventHub
 from services.api.services_state import ON, compute_states, describe
+
+if TYPE_CHECKING:
+    from common.supervisor import SupervisorClient
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,6 @@ class ApiService(ServiceBase):
 
     def __init__(self, ctx: ProcessContext):
         super().__init__(ctx)
-        self.supervisor = SupervisorClient(ctx.home.supervisor_socket)
         self.events = EventHub()
         self.event_log = EventLog(ctx.home.logs / "event.log")
         self.events.listen(self.event_log.write)
@@ -76,6 +78,13 @@ class ApiService(ServiceBase):
         self.machines = {s.name: ServiceMachine(s.name, ctx.automats) for s in CATALOG}
         self.gateway: Any = None
         self._watcher: asyncio.Future[None] | None = None
+
+    @functools.cached_property
+    def supervisor(self) -> SupervisorClient:
+        """supervisord's client, imported with the first process call (XML-RPC costs about 1.5 MB)."""
+        from common.supervisor import SupervisorClient
+
+        return SupervisorClient(self.ctx.home.supervisor_socket)
 
     async def start(self) -> None:
         await self.ctx.bus.nc.subscribe(subjects.EVENTS_ALL, cb=self._on_event)

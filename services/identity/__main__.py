@@ -1,7 +1,15 @@
 """`python -m services.identity --home DIR`: the identity process of a node."""
 
-from common.process import run
-from services.identity.service import IdentityService
+from common import lean
+
+# Before anything else is imported: see common/lean.py.
+lean.import_bus_client()
+lean.defer("common.crypto")  # cryptography (about 6 MB) loads with the first key read or made
+lean.defer("aiohttp")  # about 12 MB: loads with the identity server or the first download or upload
+lean.defer("sqlite3")  # the dht, storage and messaging stores use it, not this process
+
+from common.process import run  # noqa: E402
+from services.identity.service import IdentityService  # noqa: E402
 
 if __name__ == "__main__":
     run("identity", IdentityService)

@@ -20,13 +20,14 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric import rsa
+from typing import TYPE_CHECKING, Any
 
 from common import crypto
 from common.errors import InvalidArgumentError
 from services.identity import ids
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 MAX_DOCUMENT_SIZE = 64 * 1024
 MAX_SOURCES = 10

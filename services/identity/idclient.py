@@ -25,12 +25,13 @@ class IdServerClient:
     """One aiohttp session for every identity server the process talks to."""
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT):
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # Nothing of aiohttp is touched before the first request: the identity process defers it.
+        self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
         return self._session
 
     async def close(self) -> None:

@@ -12,8 +12,6 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from common import codec, crypto, subjects
 from common.endpoint import Reply, endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
@@ -24,6 +22,8 @@ from services.identity.keyring import KeyRecord, key_signature_payload
 from services.identity.keyshare import ShareError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     from services.identity.document import IdentityDocument
     from services.identity.keyring import Keyring
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from typing import TYPE_CHECKING, Any
 
 from common import crypto
 from common.errors import InvalidArgumentError
 from services.identity import ids
 from services.identity.keyring import KeyRecord
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 CHALLENGE_SIZE = 32
 
@@ -102,6 +102,8 @@ def _signed_text(key_id: str, challenge: bytes) -> bytes:
 
 def public_proof(public: rsa.RSAPublicKey, challenge: bytes) -> str:
     """Proof of holding a public key: SHA-256 over the DER key and the challenge."""
+    from cryptography.hazmat.primitives import serialization  # `public` is a cryptography key: loaded
+
     der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der + challenge).hexdigest()
 

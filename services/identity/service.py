@@ -13,9 +13,7 @@ import functools
 import logging
 import socket
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric import rsa
+from typing import TYPE_CHECKING, Any
 
 from common import crypto, network_config
 from common.endpoint import Reply, endpoint
@@ -27,11 +25,15 @@ from services.identity import document, ids
 from services.identity.document import DocumentError, IdentityDocument
 from services.identity.idcache import CacheConflictError, IdentityCache
 from services.identity.idclient import IdServerClient
-from services.identity.idserver import IdServer
 from services.identity.idstore import IdServerStore
 from services.identity.keyring import Keyring
 from services.identity.keys_endpoints import KeysEndpoints
 from services.identity.local_identity import LocalIdentity
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from services.identity.idserver import IdServer
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,9 @@ class IdentityService(KeysEndpoints):
             await current.stop()
             self.idserver = None
         if enabled and self.idserver is None:
+            # aiohttp's server (about 12 MB with the client) is loaded only by nodes that serve identities.
+            from services.identity.idserver import IdServer
+
             server = IdServer(IdServerStore(self.idserver_root, hosts), port, bind)
             try:
                 await server.start()

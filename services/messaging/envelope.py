@@ -19,11 +19,12 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from typing import TYPE_CHECKING, Any
 
 from common import codec, crypto
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 VERSION = 1
 MESSAGE_TYPES = ("private_message", "group_message", "personal_message")

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from typing import TYPE_CHECKING, Any
 
 from common import crypto, subjects
 from common.bus import Bus
 from common.errors import InvalidArgumentError, NodeError, NotFoundError
 from services.messaging.contacts import ContactStates
 from services.transport.peer_ids import idurl_to_global_id, to_idurl
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 MY_IDENTITY_TTL = 30.0
 PUBLIC_KEY_TTL = 60.0

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Union
 
 import zfec
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+# `cryptography` (about 6 MB per process) is imported inside `seal` and `open_block`: by the first
+# block sealed or opened, not when the storage process starts.
 
 TAG_SIZE = 16
 MAX_SUPPLIERS = 64
@@ -100,6 +101,8 @@ def seal(session_key: bytes, version_uid: str, block_no: int, plain: Buffer, sup
     With `buffer` (at least `sealed_size` bytes) the ciphertext is written into it and the primary
     fragments are views of it, valid until the buffer is reused; one buffer serves every block.
     """
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     k = data_shares(suppliers)
     cipher_size = len(plain) + TAG_SIZE
     padded_size = sealed_size(len(plain), suppliers)
@@ -143,6 +146,9 @@ def reassemble(shares: Mapping[int, Buffer], suppliers: int, cipher_size: int) -
 
 def open_block(session_key: bytes, version_uid: str, block_no: int, cipher: Buffer) -> bytes:
     """Decrypt one block; raises `BlockError("block_corrupt")` when the tag does not match."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(session_key).decrypt(_nonce(block_no), cipher, _aad(version_uid, block_no))
     except InvalidTag:

@@ -2,7 +2,11 @@
 
 from common import lean
 
-lean.skip("aiohttp")  # before nats is imported: see common/lean.py
+# Before anything else is imported: see common/lean.py.
+lean.skip("aiohttp")  # serves and fetches no HTTP
+lean.import_bus_client()
+lean.defer("sqlite3")  # the dht, storage and messaging stores use it, not this process
+lean.defer("common.crypto")  # cryptography (about 6 MB) loads with the first peer key checked
 
 from common.process import run  # noqa: E402
 from services.transport.service import TransportService  # noqa: E402

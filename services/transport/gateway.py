@@ -17,9 +17,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Protocol
-
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol
 
 from common import codec, crypto
 from common import packet as packets
@@ -31,6 +29,9 @@ from services.transport.presence import PresenceBook, PresenceObserver
 from services.transport.protocol import Buffer, Link, PeerUnreachableError, Transport
 from services.transport.replay import ReplayCache
 from services.transport.stats import PacketStats
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 log = logging.getLogger(__name__)
 
