@@ -5,7 +5,7 @@ from common import lean
 # Before anything else is imported: see common/lean.py.
 lean.import_bus_client()
 lean.defer("common.crypto")  # cryptography (about 6 MB) loads with the first key read or made
-lean.defer("aiohttp")  # about 12 MB: loads with the identity server or the first download or upload
+lean.defer("aiohttp")  # about 12 MB: loads only where this node runs an identity server
 lean.defer("sqlite3")  # the dht, storage and messaging stores use it, not this process
 
 from common.process import run  # noqa: E402
