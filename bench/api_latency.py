@@ -5,9 +5,11 @@ Starts a node under supervisord, then measures:
 - 2,000 sequential keep-alive calls of `process_health` (answered by the gateway) and of
   `identity_cache_list` (answered by the identity process over the bus): p50 / p99;
 - the same client against a bare aiohttp server in this run (the baseline), as a ratio;
-- total RSS of the node (supervisord, nats-server and every process), fresh and once it has an identity.
+- total RSS of the node (supervisord, nats-server and every process), fresh and once it has an identity;
+- with `--network N`: the RSS of each node of an N-node loopback network in use (every pair pinged,
+  a DHT value written and read, a private message sent), per process too.
 
-Run: .venv/bin/python bench/api_latency.py [--calls 2000]
+Run: .venv/bin/python bench/api_latency.py [--calls 2000] [--network 3]
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import itertools
+import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -81,6 +86,7 @@ def rss_mb(pids: list[int]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--network", type=int, default=0, help="also measure each node of an N-node network in use")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
     localnet.prepare(root, 1, OFFSET)
@@ -125,6 +131,34 @@ def main() -> None:
     print(f"bus call - process_health at p50: {gap:.3f} ms (aim <= 0.3 ms)")
     print(f"node RSS (supervisord + bus + 6 processes): {memory:.0f} MB fresh, {memory_identity:.0f} MB with an "
           f"identity (aim <= 250 MB)")
+    if args.network:
+        network_rss(args.network)
+
+
+def node_rss(home: Any) -> tuple[float, dict[str, float]]:
+    infos = node.supervisor(home).call_sync("getAllProcessInfo")
+    pids = [int((home.run / "supervisord.pid").read_text())] + [i["pid"] for i in infos if i["pid"]]
+    return rss_mb(pids), {i["name"]: round(rss_mb([i["pid"]]), 1) for i in infos if i["pid"]}
+
+
+def network_rss(count: int) -> None:
+    """RSS of each node of a loopback network in use."""
+    root = Path(tempfile.mkdtemp(prefix="bench-rss-"))
+    try:
+        doc = localnet.up(root, count, OFFSET + 1000, identities=True, timeout=120)
+        clients = [NodeClient.from_listing(item) for item in doc["nodes"]]
+        gids = [c.ok("identity_get")["global_id"] for c in clients]
+        for a, b in itertools.permutations(range(count), 2):
+            clients[a].call("user_ping", user_id=gids[b], timeout=10)
+        clients[1].ok("dht_value_set", key="bench-rss", value={"n": 1})
+        clients[-1].call("dht_value_get", key="bench-rss")
+        clients[1].call("message_send", recipient_id=gids[-1], data={"n": 1})
+        for client in clients:
+            total, per_process = node_rss(client.home)
+            print(f"{client.name} in use: {total:.0f} MB (aim <= 250 MB) {per_process}")
+    finally:
+        localnet.down(root)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
