@@ -33,6 +33,7 @@ from aiohttp import web  # noqa: E402
 
 from deploy import localnet, node  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 
 OFFSET = 21000  # every port stays below the ephemeral range (32768+), where a dial can self-connect
 
@@ -49,11 +50,6 @@ def measure(port: int, path: str, headers: dict[str, str], calls: int) -> list[f
         assert response.status == 200, response.status
     conn.close()
     return samples
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def baseline_server(port: int) -> None:
@@ -126,7 +122,7 @@ def main() -> None:
     for label, samples in (("bare aiohttp (baseline)", base), ("process_health (gateway)", local),
                            ("identity_cache_list (over the bus)", bus)):
         ratio = statistics.median(samples) / statistics.median(base)
-        print(f"{label:<40} {pct(samples, 0.5):>8.3f} {pct(samples, 0.99):>8.3f} {ratio:>15.2f}")
+        print(f"{label:<40} {percentile(samples, 0.5):>8.3f} {percentile(samples, 0.99):>8.3f} {ratio:>15.2f}")
     gap = statistics.median(bus) - statistics.median(local)
     print(f"bus call - process_health at p50: {gap:.3f} ms (aim <= 0.3 ms)")
     print(f"node RSS (supervisord + bus + 6 processes): {memory:.0f} MB fresh, {memory_identity:.0f} MB with an "

@@ -30,6 +30,7 @@ from services.dht import records
 from services.dht.directory import Directory
 from services.dht.node import DhtNode
 from services.dht.storage import DhtStore
+from bench.stats import percentile
 
 PLAIN_HEADER = struct.Struct(">II")
 """A plain datagram: request number, size of the answer wanted."""
@@ -89,8 +90,7 @@ class PlainClient(asyncio.DatagramProtocol):
 
 
 def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
+    return percentile(values, q) * 1000
 
 
 def _traffic(node: DhtNode) -> tuple[int, int, int]:

@@ -48,11 +48,11 @@ from services.identity import document  # noqa: E402
 from services.transport.framing import FrameKind  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
 from tests.rawpeer import RawPeer  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+    return round(percentile(values, q) * 1000, 2)
 
 
 def _pings(peer: NodeClient, target_id: str, count: int) -> list[float]:

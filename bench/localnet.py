@@ -43,6 +43,7 @@ from common.config_store import ConfigStore  # noqa: E402
 from bench.transport import BLOB, pipelined, plain_throughput  # noqa: E402
 from deploy import localnet  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 
 OFFSET = 22000
 """Default port offset; every port stays below the ephemeral range (32768+), where a dial can self-connect."""
@@ -103,11 +104,6 @@ def timed(conn: http.client.HTTPConnection, secret: str, verb: str, path: str, b
     return took
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=6)
@@ -152,12 +148,13 @@ def main() -> None:
     finally:
         localnet.down(root)
         shutil.rmtree(root, ignore_errors=True)
-    base = pct(health, 0.5)
+    base = percentile(health, 0.5)
     print(f"{args.nodes} nodes, {args.reads} calls each")
     print(f"{'call':<34} {'p50 ms':>8} {'p99 ms':>8} {'p50 / health':>13}")
     for label, samples in (("process_health (baseline)", health), ("dht_value_get", gets),
                            ("user_ping", pings)):
-        print(f"{label:<34} {pct(samples, 0.5):>8.3f} {pct(samples, 0.99):>8.3f} {pct(samples, 0.5) / base:>13.1f}")
+        p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+        print(f"{label:<34} {p50:>8.3f} {p99:>8.3f} {p50 / base:>13.1f}")
     measured, baseline = sum(raw) / len(raw), sum(plain) / len(plain)
     print(f"4 MiB node 1 -> node 2 through the buses and transports, {args.window} in flight, frames "
           f"{frame} B out / {answer} B back: {measured:.0f} MiB/s (runs: {', '.join(f'{r:.0f}' for r in raw)})")

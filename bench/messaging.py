@@ -48,18 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploy import localnet  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 
 OFFSET = 26000
 POLL = 30
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _summary(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(values), 3), "p99_ms": round(_pct(values, 0.99), 3)}
+    return {"p50_ms": round(statistics.median(values), 3), "p99_ms": round(percentile(values, 0.99), 3)}
 
 
 GROUP_MEMBERS = 5

@@ -48,6 +48,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from common import codec, spool, subjects
 from tests.service.test_transport_harness import Directory, Node, transport_node
+from bench.stats import percentile
 
 MIB = 1024 * 1024
 BLOB = 4 * MIB
@@ -61,11 +62,6 @@ class AckInbox:
 
     async def deliver(self, pkt: Any, timeout: float) -> dict[str, Any]:
         return {"command": "Ack", "payload": None}
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # ---- the plain TCP baseline -----------------------------------------------------------------------
@@ -370,8 +366,8 @@ async def main(pings: int, blobs: int, window: int) -> dict[str, Any]:
     ping_p50, plain_p50 = statistics.median(ping), statistics.median(plain_ping)
     return {
         "ping_frames_bytes": f"{ping_out} out, {ping_back} back",
-        "ping_p50_ms": round(ping_p50, 3), "ping_p99_ms": round(_pct(ping, 0.99), 3),
-        "plain_rtt_p50_ms": round(plain_p50, 3), "plain_rtt_p99_ms": round(_pct(plain_ping, 0.99), 3),
+        "ping_p50_ms": round(ping_p50, 3), "ping_p99_ms": round(percentile(ping, 0.99), 3),
+        "plain_rtt_p50_ms": round(plain_p50, 3), "plain_rtt_p99_ms": round(percentile(plain_ping, 0.99), 3),
         "ping_p50_vs_plain": round(ping_p50 / plain_p50, 1),
         "data_frames_bytes": f"{data_out} out, {ack_back} back, {window} in flight",
         "plain_4mib_mib_s": f"{baseline:.1f} (first {plain_before:.1f}, last {plain_after:.1f})",

@@ -15,6 +15,7 @@ import logging
 from typing import ClassVar
 
 from common.automat import Automat, AutomatRegistry
+from common.background import Background
 from common.errors import NodeError, NotFoundError
 from services.transport.gateway import Gateway
 
@@ -53,21 +54,17 @@ class NetworkConnector:
         self.last_error = ""
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._keeper = Background(self._keep)
 
     @property
     def state(self) -> str:
         return self.machine.state
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._keep())
+        self._keeper.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._keeper.stop()
         await self.gateway.stop()
 
     def wake(self) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common import codec
+from common.background import Background
 from services.transport.framing import FrameKind
 from services.transport.peer_ids import parse_tcp_contact
 from services.transport.protocol import Buffer, PeerUnreachableError
@@ -326,20 +327,16 @@ class RelayClient:
         self._nat_checked = float("-inf")
         self._failed: dict[str, float] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._keeper = Background(self._keep)
         self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
     # ---- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._keep())
+        self._keeper.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._keeper.stop()
 
     def wake(self, recheck_nat: bool = False) -> None:
         if recheck_nat:
