@@ -63,7 +63,9 @@ def test_stun_answer_comes_from_a_peer(net):
 
 
 def test_network_status_details(net, identities):
-    status = net.nodes[2].ok("network_status", tcp=True, dht=True)
+    # The DHT fills its routing table a few seconds after the network starts: poll for it.
+    status = wait_for(lambda: (s := net.nodes[2].ok("network_status", tcp=True, dht=True))["dht"]["layers"][0]
+                      ["contacts"] > 0 and s, timeout=30, interval=0.5, what="node-2's DHT contacts")
     assert status["global_id"] == identities[net.nodes[2].name]["global_id"]
     assert status["dht"]["layers"][0]["contacts"] > 0
 
