@@ -3,9 +3,11 @@
 Starts a node under supervisord, then measures:
 - cold start: `bitdust start` until every program is healthy;
 - 2,000 sequential keep-alive calls of `process_health` (answered by the gateway) and of
-  `identity_cache_list` (answered by the identity process over the bus): p50 / p99;
+  `identity_cache_list` (answered by the identity process over the bus), alternating one of each
+  on one connection, so that both see the same moments of this host: p50 / p99;
 - the same client against a bare aiohttp server in this run (the baseline), as a ratio;
-- total RSS of the node (supervisord, nats-server and every process), fresh and once it has an identity;
+- total RSS of the node (supervisord, nats-server and every process), fresh and once it has an identity,
+  and its PSS (what the node really takes: pages its processes share, such as libpython, counted once);
 - with `--network N`: the RSS of each node of an N-node loopback network in use (every pair pinged,
   a DHT value written and read, a private message sent), per process too.
 
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import http.client
 import itertools
+import os
 import shutil
 import statistics
 import sys
@@ -52,6 +55,23 @@ def measure(port: int, path: str, headers: dict[str, str], calls: int) -> list[f
     return samples
 
 
+def measure_pair(port: int, paths: tuple[str, str], headers: dict[str, str], calls: int
+                 ) -> tuple[list[float], list[float]]:
+    """`calls` of each path, one after the other on one keep-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    samples: tuple[list[float], list[float]] = ([], [])
+    for _ in range(calls):
+        for path, into in zip(paths, samples, strict=True):
+            began = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            into.append((time.perf_counter() - began) * 1000)
+            assert response.status == 200, response.status
+    conn.close()
+    return samples
+
+
 def baseline_server(port: int) -> None:
     async def handle(_: web.Request) -> web.Response:
         return web.json_response({"status": "OK", "execution": "0.000001"})
@@ -65,6 +85,19 @@ def baseline_server(port: int) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Proportional set size: each shared page (libpython, libcrypto, uvloop…) counted once in all."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -91,10 +124,9 @@ def main() -> None:
         cold = node.start(home, timeout=60)
         client = NodeClient("node-0", home, 8180 + OFFSET, 8280 + OFFSET, home.api_secret())
         headers = {"api_secret": client.secret}
-        for path in ("/process/health/v1", "/identity/cache/list/v1"):
-            measure(client.api_port, path, headers, 200)  # warm up
-        local = measure(client.api_port, "/process/health/v1", headers, args.calls)
-        bus = measure(client.api_port, "/identity/cache/list/v1", headers, args.calls)
+        paths = ("/process/health/v1", "/identity/cache/list/v1")
+        measure_pair(client.api_port, paths, headers, 200)  # warm up
+        local, bus = measure_pair(client.api_port, paths, headers, args.calls)
         base_port = OFFSET + 8000
         threading.Thread(target=baseline_server, args=(base_port,), daemon=True).start()
         node_deadline = time.monotonic() + 10
@@ -109,15 +141,19 @@ def main() -> None:
         base = measure(base_port, "/process/health/v1", {}, args.calls)
         infos = node.supervisor(home).call_sync("getAllProcessInfo")
         pids = [int((home.run / "supervisord.pid").read_text())] + [i["pid"] for i in infos if i["pid"]]
-        memory = rss_mb(pids)
+        memory, memory_pss = rss_mb(pids), pss_mb(pids)
+        shared = {name: sorted(os.sched_getaffinity(i["pid"])) for name, i in
+                  ((i["name"], i) for i in infos) if i["pid"] and name in ("bus", "api")}
         # The same node once it has an identity (keys loaded, identity server serving, network up).
         client.ok("identity_create", username="bench")
         client.ok("network_connected", wait_timeout=30)
         client.ok("identity_get")
-        memory_identity = rss_mb(pids)
+        memory_identity, memory_identity_pss = rss_mb(pids), pss_mb(pids)
     finally:
         node.stop(home)
     print(f"cold start to healthy: {cold:.2f} s (aim <= 1.5 s)")
+    print(f"CPUs of the bus and the gateway: {shared} (interface/bus/share-cpu-with-api); event loop: "
+          f"{os.environ.get('BITDUST_EVENT_LOOP') or 'uvloop'} (BITDUST_EVENT_LOOP)")
     print(f"{'calls':<40} {'p50 ms':>8} {'p99 ms':>8} {'p50 / baseline':>15}")
     for label, samples in (("bare aiohttp (baseline)", base), ("process_health (gateway)", local),
                            ("identity_cache_list (over the bus)", bus)):
@@ -127,6 +163,8 @@ def main() -> None:
     print(f"bus call - process_health at p50: {gap:.3f} ms (aim <= 0.3 ms)")
     print(f"node RSS (supervisord + bus + 6 processes): {memory:.0f} MB fresh, {memory_identity:.0f} MB with an "
           f"identity (aim <= 250 MB)")
+    print(f"node PSS (shared pages counted once): {memory_pss:.0f} MB fresh, {memory_identity_pss:.0f} MB with an "
+          f"identity")
     if args.network:
         network_rss(args.network)
 
