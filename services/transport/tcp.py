@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from common.automat import AutomatRegistry
 from services.transport import handshake as hs
@@ -96,8 +96,8 @@ class TcpLink(asyncio.BufferedProtocol):
     # ---- asyncio protocol callbacks -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports have the methods of `asyncio.Transport` without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.host = f"{peer[0]}:{peer[1]}"
         self.machine.fire("connection-made")
