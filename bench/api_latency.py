@@ -169,10 +169,11 @@ def main() -> None:
         network_rss(args.network)
 
 
-def node_rss(home: Any) -> tuple[float, dict[str, float]]:
+def node_rss(home: Any) -> tuple[float, float, dict[str, float]]:
+    """RSS and PSS of a node, and the RSS of each of its programs."""
     infos = node.supervisor(home).call_sync("getAllProcessInfo")
     pids = [int((home.run / "supervisord.pid").read_text())] + [i["pid"] for i in infos if i["pid"]]
-    return rss_mb(pids), {i["name"]: round(rss_mb([i["pid"]]), 1) for i in infos if i["pid"]}
+    return rss_mb(pids), pss_mb(pids), {i["name"]: round(rss_mb([i["pid"]]), 1) for i in infos if i["pid"]}
 
 
 def network_rss(count: int) -> None:
@@ -188,8 +189,8 @@ def network_rss(count: int) -> None:
         clients[-1].call("dht_value_get", key="bench-rss")
         clients[1].call("message_send", recipient_id=gids[-1], data={"n": 1})
         for client in clients:
-            total, per_process = node_rss(client.home)
-            print(f"{client.name} in use: {total:.0f} MB (aim <= 250 MB) {per_process}")
+            total, pss, per_process = node_rss(client.home)
+            print(f"{client.name} in use: RSS {total:.0f} MB (aim <= 250 MB), PSS {pss:.0f} MB {per_process}")
     finally:
         localnet.down(root)
         shutil.rmtree(root, ignore_errors=True)
