@@ -41,25 +41,10 @@ from bench.stats import percentile  # noqa: E402
 OFFSET = 21000  # every port stays below the ephemeral range (32768+), where a dial can self-connect
 
 
-def measure(port: int, path: str, headers: dict[str, str], calls: int) -> list[float]:
+def measure(port: int, paths: tuple[str, ...], headers: dict[str, str], calls: int) -> list[list[float]]:
+    """`calls` GETs of each path in ms, the paths taking turns on one keep-alive connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port)
-    samples = []
-    for _ in range(calls):
-        began = time.perf_counter()
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        samples.append((time.perf_counter() - began) * 1000)
-        assert response.status == 200, response.status
-    conn.close()
-    return samples
-
-
-def measure_pair(port: int, paths: tuple[str, str], headers: dict[str, str], calls: int
-                 ) -> tuple[list[float], list[float]]:
-    """`calls` of each path, one after the other on one keep-alive connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port)
-    samples: tuple[list[float], list[float]] = ([], [])
+    samples: list[list[float]] = [[] for _ in paths]
     for _ in range(calls):
         for path, into in zip(paths, samples, strict=True):
             began = time.perf_counter()
@@ -89,27 +74,24 @@ def baseline_server(port: int) -> None:
 
 def pss_mb(pids: list[int]) -> float:
     """Proportional set size: each shared page (libpython, libcrypto, uvloop…) counted once in all."""
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total / 1024
+    return _proc_kib(pids, "smaps_rollup", "Pss:") / 1024
 
 
 def rss_mb(pids: list[int]) -> float:
+    return _proc_kib(pids, "status", "VmRSS:") / 1024
+
+
+def _proc_kib(pids: list[int], source: str, field: str) -> int:
+    """The sum of one kB field of `/proc/<pid>/<source>` over `pids` (a process gone counts 0)."""
     total = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1])
         except FileNotFoundError:
             pass
-    return total / 1024
+    return total
 
 
 def main() -> None:
@@ -125,20 +107,20 @@ def main() -> None:
         client = NodeClient("node-0", home, 8180 + OFFSET, 8280 + OFFSET, home.api_secret())
         headers = {"api_secret": client.secret}
         paths = ("/process/health/v1", "/identity/cache/list/v1")
-        measure_pair(client.api_port, paths, headers, 200)  # warm up
-        local, bus = measure_pair(client.api_port, paths, headers, args.calls)
+        measure(client.api_port, paths, headers, 200)  # warm up
+        local, bus = measure(client.api_port, paths, headers, args.calls)
         base_port = OFFSET + 8000
         threading.Thread(target=baseline_server, args=(base_port,), daemon=True).start()
         node_deadline = time.monotonic() + 10
         while True:
             try:
-                measure(base_port, "/process/health/v1", {}, 200)
+                measure(base_port, ("/process/health/v1",), {}, 200)
                 break
             except OSError:
                 if time.monotonic() > node_deadline:
                     raise
                 time.sleep(0.05)
-        base = measure(base_port, "/process/health/v1", {}, args.calls)
+        [base] = measure(base_port, ("/process/health/v1",), {}, args.calls)
         infos = node.supervisor(home).call_sync("getAllProcessInfo")
         pids = [int((home.run / "supervisord.pid").read_text())] + [i["pid"] for i in infos if i["pid"]]
         memory, memory_pss = rss_mb(pids), pss_mb(pids)
