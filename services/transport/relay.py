@@ -16,8 +16,9 @@ ordinary way: a NATed node can dial out, and a link it opened carries traffic bo
       |                                  |<-- dial + handshake ----------------|
       |<-- PACKET (as signed by peer) ---|<-- RELAY (client IDURL | packet) ---|
 
-What a relay spends is bounded: only authenticated links may ask (`max_routes` clients at once) or
-relay; RELAY frames obey the frame size limit and the link's read queue, and a relay awaits each
+What a relay spends is bounded: only authenticated links may ask (`max_routes` clients at once, at
+most `max_routes_per_host` of them from one IP address, so that one host's many identities cannot
+take every route) or relay; RELAY frames obey the frame size limit and the link's read queue, and a relay awaits each
 forward before reading the next frame, so a fast sender is slowed to the target's pace.
 """
 
@@ -162,9 +163,10 @@ class RelayCounters:
 class RelayServer:
     """Routes for the nodes that asked this one to relay: client IDURL -> the link it opened."""
 
-    def __init__(self, enabled: Callable[[], bool], max_routes: int = 64):
+    def __init__(self, enabled: Callable[[], bool], max_routes: int = 64, max_routes_per_host: int = 16):
         self.enabled = enabled
         self.max_routes = max_routes
+        self.max_routes_per_host = max_routes_per_host
         self.routes: dict[str, TcpLink] = {}
         self.counters = RelayCounters()
 
@@ -174,9 +176,14 @@ class RelayServer:
         if not self.enabled():
             self.counters.refused_routes += 1
             return {"ok": False, "reason": "proxy_server_disabled"}
-        if idurl not in self.routes and len(self.routes) >= self.max_routes:
-            self.counters.refused_routes += 1
-            return {"ok": False, "reason": "too_many_routes"}
+        if idurl not in self.routes:
+            if len(self.routes) >= self.max_routes:
+                self.counters.refused_routes += 1
+                return {"ok": False, "reason": "too_many_routes"}
+            same_host = sum(1 for other in self.routes.values() if other.peer_address == link.peer_address)
+            if same_host >= self.max_routes_per_host:
+                self.counters.refused_routes += 1
+                return {"ok": False, "reason": "too_many_routes_from_host"}
         self.routes[idurl] = link
         keep_alive(link)  # a client that vanished frees its route
         log.info("relaying for %s (%d routes)", idurl, len(self.routes))

@@ -276,6 +276,11 @@ class TcpLink(asyncio.BufferedProtocol):
     def is_ready(self) -> bool:
         return self._established.is_set() and not self._closed.is_set()
 
+    @property
+    def peer_address(self) -> str:
+        """The remote IP address alone (`host` without its port)."""
+        return self.host.rsplit(":", 1)[0]
+
     def socket(self) -> Any:
         """The connection's socket (for options such as keepalive), or None."""
         return self._transport.get_extra_info("socket") if self._transport is not None else None
@@ -474,8 +479,7 @@ class TcpTransport:
         pending = [other for other in self._all if other.direction == "incoming" and not other.is_established]
         if len(pending) >= options.max_handshakes:
             return "too_many_handshakes"
-        address = link.host.rsplit(":", 1)[0]
-        if sum(1 for other in pending if other.host.rsplit(":", 1)[0] == address) >= options.max_handshakes_per_host:
+        if sum(1 for other in pending if other.peer_address == link.peer_address) >= options.max_handshakes_per_host:
             return "too_many_handshakes_from_host"
         return ""
 

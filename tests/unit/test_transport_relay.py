@@ -60,8 +60,9 @@ def test_local_addresses():
 
 
 class FakeLink:
-    def __init__(self, idurl: str, ready: bool = True, broken: bool = False):
+    def __init__(self, idurl: str, ready: bool = True, broken: bool = False, address: str = "192.0.2.1"):
         self.peer_idurl = idurl
+        self.peer_address = address
         self.is_ready = ready
         self.broken = broken
         self.frames: list[tuple[FrameKind, bytes]] = []
@@ -92,6 +93,17 @@ def test_relay_routes_only_for_clients_that_asked():
 
     enabled[0] = False
     assert server.route_request(alice) == {"ok": False, "reason": "proxy_server_disabled"}
+
+
+def test_one_host_cannot_take_every_route():
+    server = relay.RelayServer(lambda: True, max_routes=4, max_routes_per_host=2)
+    crowd = [FakeLink(f"http://id.example:8084/sybil{i}.xml", address="198.51.100.7") for i in range(3)]
+    assert [server.route_request(link)["ok"] for link in crowd] == [True, True, False]
+    assert server.route_request(crowd[2]) == {"ok": False, "reason": "too_many_routes_from_host"}
+    assert server.route_request(crowd[0]) == {"ok": True}  # a route already held is renewed
+    assert server.route_request(FakeLink(ALICE, address="203.0.113.9")) == {"ok": True}  # others still get one
+    server.link_down(crowd[0])
+    assert server.route_request(crowd[2]) == {"ok": True}  # a freed place from that host can be taken again
 
 
 def test_a_broken_route_drops_the_packet():
