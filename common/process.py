@@ -136,7 +136,10 @@ async def _main(name: str, home: NodeHome, factory: Callable[[ProcessContext], S
 
 def run(name: str, factory: Callable[[ProcessContext], ServiceBase]) -> None:
     """Entry point of `python -m services.<name> --home DIR`."""
-    parser = argparse.ArgumentParser(prog=f"bitdust-{name}", description=f"BitDust node process: {name}")
+    parser = argparse.ArgumentParser(
+        prog=f"bitdust-{name}", description=f"BitDust node process: {name}",
+        epilog=f"environment: {LOOP_ENV}=asyncio runs the standard event loop instead of uvloop; "
+               f"{CPU_ENV}=N runs the process on CPU N only (supervisord sets it for the gateway)")
     parser.add_argument("--home", help="node home folder (default $BITDUST_HOME or ~/.bitdust)")
     parser.add_argument("--debug", action="store_true", help="log at debug level")
     args = parser.parse_args()
