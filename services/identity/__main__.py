@@ -3,9 +3,9 @@
 from common import lean
 
 # Before anything else is imported: see common/lean.py.
+lean.skip("aiohttp")  # about 12 MB: its identity server and client speak plain HTTP/1.1
 lean.import_bus_client()
 lean.defer("common.crypto")  # cryptography (about 6 MB) loads with the first key read or made
-lean.defer("aiohttp")  # about 12 MB: loads only where this node runs an identity server
 lean.defer("sqlite3")  # the dht, storage and messaging stores use it, not this process
 
 from common.process import run  # noqa: E402

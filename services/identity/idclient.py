@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from common import codec
 from common.errors import NodeError, NotFoundError, UnavailableError
 from services.identity.document import MAX_DOCUMENT_SIZE
+from services.identity.http11 import HeadError, parse_head
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,13 @@ def parse_response(raw: bytes) -> tuple[int, bytes]:
     head, sep, payload = raw.partition(b"\r\n\r\n")
     if not sep:
         raise HttpError("the answer has no end of headers")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    try:
+        status_line, found = parse_head(head)
+    except HeadError as exc:
+        raise HttpError(str(exc)) from None
     fields = status_line.split(" ", 2)
     if len(fields) < 2 or not fields[0].startswith("HTTP/1.") or not fields[1].isdigit():
         raise HttpError(f"not an HTTP answer: {status_line[:80]!r}")
-    found: dict[str, str] = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        found[name.strip().lower()] = value.strip()
     if found.get("transfer-encoding", "").lower() == "chunked":
         payload = _unchunk(payload)
     elif found.get("content-length", "").isdigit():

@@ -130,7 +130,6 @@ class IdentityService(KeysEndpoints):
             await current.stop()
             self.idserver = None
         if enabled and self.idserver is None:
-            # aiohttp's server (about 12 MB with the client) is loaded only by nodes that serve identities.
             from services.identity.idserver import IdServer
 
             server = IdServer(IdServerStore(self.idserver_root, hosts), port, bind)
