@@ -105,7 +105,7 @@ class IdServer:
             self._handlers.add(handler)
         try:
             try:
-                answer = await asyncio.wait_for(self._answer(reader), self.request_timeout)
+                answer = await asyncio.wait_for(self._answer(reader, writer), self.request_timeout)
             except asyncio.TimeoutError:
                 answer = error_answer(408, "request_timeout", f"send the request within {self.request_timeout:g}s")
             except RequestError as exc:
@@ -120,7 +120,7 @@ class IdServer:
                 self._handlers.discard(handler)
             writer.close()
 
-    async def _answer(self, reader: asyncio.StreamReader) -> Answer:
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Answer:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
@@ -137,7 +137,7 @@ class IdServer:
         if path == "/upload":
             if method != "POST":
                 raise RequestError(405, "method_not_allowed", "/upload takes POST")
-            return await self._upload(reader, fields)
+            return await self._upload(reader, writer, fields)
         if method != "GET":
             raise RequestError(405, "method_not_allowed", f"{path[:80]} takes GET")
         if path == "/":
@@ -152,12 +152,15 @@ class IdServer:
             raise RequestError(404, "identity_not_found", f"no identity {filename[:80]} here")
         return 200, "text/xml; charset=utf-8", raw
 
-    async def _upload(self, reader: asyncio.StreamReader, fields: dict[str, str]) -> Answer:
+    async def _upload(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      fields: dict[str, str]) -> Answer:
         declared = fields.get("content-length", "")
         if "transfer-encoding" in fields or not declared.isdigit():
             raise RequestError(411, "length_required", "send the document with a Content-Length")
         if int(declared) > MAX_UPLOAD:
             raise RequestError(413, "too_large", f"identity documents are limited to {MAX_UPLOAD} bytes")
+        if fields.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits a second for this before a large body
         raw = await reader.readexactly(int(declared))
         # One upload at a time: the name/revision checks and the write must not interleave. The
         # signature check and the durable write stay off the event loop.

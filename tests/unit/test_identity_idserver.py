@@ -58,6 +58,17 @@ async def test_upload_then_read_it_back_and_list_it(server):
     assert await _exchange(server, b"GET / HTTP/1.0\r\n\r\n") == (200, b'{"identities":["alice"]}')
 
 
+async def test_a_client_that_expects_100_continue_is_told_to_go_on(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    body = b"<identity>not signed</identity>"
+    writer.write(b"POST /upload HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    status, answer = parse_response(await asyncio.wait_for(reader.read(), 5))
+    assert (status, _reason(answer)) == (400, "invalid_document")
+    writer.close()
+
+
 @pytest.mark.parametrize(("request_bytes", "status", "reason"), [
     (b"GET /nobody.xml HTTP/1.1\r\n\r\n", 404, "identity_not_found"),
     (b"GET /alice HTTP/1.1\r\n\r\n", 404, "not_found"),
