@@ -14,7 +14,9 @@ faces the network, so all a client can make it hold is bounded before anything i
 `max_connections` at once (more are closed unanswered), `MAX_HEAD` bytes of request line and
 headers (431), a body only as long as its `Content-Length` and at most `MAX_UPLOAD` bytes (411 and
 413, refused before a byte of it is read), and `request_timeout` seconds to send it all (408).
-An upload's signature check and write run in a worker thread, one upload at a time.
+An upload's signature check and write run in a worker thread, one upload at a time. After its
+answer the server half-closes and drops what the client still sends (at most `MAX_LINGER` bytes
+for a second), so that a refused body does not turn the close into a reset that loses the answer.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ MAX_UPLOAD = 64 * 1024
 MAX_HEAD = 16 * 1024
 MAX_CONNECTIONS = 256
 REQUEST_TIMEOUT = 10.0
+MAX_LINGER = 1024 * 1024
+"""What is read and dropped after the answer, at most (see `IdServer._linger`)."""
 
 Answer = tuple[int, str, bytes]
 """(HTTP status, content type, body)."""
@@ -112,6 +116,7 @@ class IdServer:
                 answer = error_answer(exc.status, exc.reason, str(exc))
             writer.write(encode_answer(answer))
             await writer.drain()
+            await self._linger(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
         finally:
@@ -119,6 +124,20 @@ class IdServer:
             if handler is not None:
                 self._handlers.discard(handler)
             writer.close()
+
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Half-close, then read and drop what the client still sends until it closes too.
+
+        Closing with bytes unread (a refused body) makes the system reset the connection, which
+        can destroy the answer before the client reads it. Bounded: `MAX_LINGER` bytes, 1 second.
+        """
+        if not writer.can_write_eof():
+            return
+        writer.write_eof()
+        try:
+            await asyncio.wait_for(_discard(reader, MAX_LINGER), 1.0)
+        except asyncio.TimeoutError:
+            pass
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Answer:
         try:
@@ -171,3 +190,11 @@ class IdServer:
                 raise RequestError(exc.status, exc.reason, str(exc)) from None
         return 200, "application/json", codec.dumps(
             {"name": result.name, "revision": result.revision, "changed": result.changed})
+
+
+async def _discard(reader: asyncio.StreamReader, limit: int) -> None:
+    while limit > 0:
+        chunk = await reader.read(min(limit, 64 * 1024))
+        if not chunk:
+            return
+        limit -= len(chunk)

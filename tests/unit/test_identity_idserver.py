@@ -89,6 +89,13 @@ async def test_bad_requests_get_a_clear_error(server, request_bytes, status, rea
     assert (answer_status, _reason(body)) == (status, reason)
 
 
+async def test_a_refused_body_sent_in_full_still_gets_its_answer(server):
+    # The client sends a large body at once; unread, it would make the close a reset that
+    # destroys the answer before the client reads it.
+    status, body = await _exchange(server, _post(b"x" * (4 * MAX_UPLOAD)))
+    assert (status, _reason(body)) == (413, "too_large")
+
+
 async def test_a_client_that_sends_too_slowly_is_cut_off(server):
     status, body = await _exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n")  # the head never ends
     assert (status, _reason(body)) == (408, "request_timeout")
