@@ -53,6 +53,7 @@ import zfec  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
 from common import spool  # noqa: E402
+from common.fsutil import fsync_dir  # noqa: E402
 from common.packet import MAX_BLOCK_SIZE  # noqa: E402
 from deploy import localnet  # noqa: E402
 from services.storage import blocks  # noqa: E402
@@ -129,14 +130,6 @@ def plain_copy(src: Path, dst: Path) -> float:
     size = src.stat().st_size
     dst.unlink()
     return size / MIB / took
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PlainStore:

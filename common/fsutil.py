@@ -27,11 +27,16 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+    fsync_dir(target.parent)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the entries of folder `path` durable: a rename into it survives a crash once this returns."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 MAX_PATH_BYTES = 4096

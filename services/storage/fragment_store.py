@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, TypeGuard
 
 from common.errors import InvalidArgumentError
+from common.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class FragmentStore:
                     old.idurl, old.allocated, old.since, old.ecc_map, old.position, ERASING)
         count, size = self._usage.get(customer, (0, 0))
         _remove_tree(self.fragments / self._folder(customer))
-        _fsync_dir(self.fragments)
+        fsync_dir(self.fragments)
         with self._tx() as db:
             for table in ("objects", "pending", "grants"):
                 db.execute(f"DELETE FROM {table} WHERE customer=?", (customer,))
@@ -244,7 +245,7 @@ class FragmentStore:
         folder = final.parent
         if not folder.is_dir():
             folder.mkdir(exist_ok=True)
-            _fsync_dir(self.fragments)
+            fsync_dir(self.fragments)
         # Replacing an indexed object needs the pending row: the old row would otherwise survive a
         # crash right after the rename and describe the new bytes (reconcile rehashes by size only).
         replacing = self.get(customer, name) is not None
@@ -253,7 +254,7 @@ class FragmentStore:
                 db.execute("INSERT OR REPLACE INTO pending VALUES (?,?,?,?)", (customer, name, size, sha256))
         try:
             os.replace(spool, final)
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except BaseException:
             if replacing:
                 with self._tx() as db:
@@ -394,7 +395,7 @@ class FragmentStore:
                 os.unlink(folder / name)
             except FileNotFoundError:
                 pass
-        _fsync_dir(folder)
+        fsync_dir(folder)
         deleted = freed = 0
         with self._tx() as db:
             for name in names:
@@ -455,14 +456,6 @@ def _hash_file(path: Path) -> tuple[int, str]:
     with open(path, "rb") as fh:
         digest, size = _hash_stream(fh)
     return size, digest
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_tree(path: Path) -> None:

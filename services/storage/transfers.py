@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable
 
 from common import spool
 from common.errors import NodeError
+from common.fsutil import fsync_dir
 from services.storage import blocks
 from services.storage.catalog import FAILED, READY, Block, Catalog, Item, Version
 from services.storage.fragments import Mover, fragment_name, write_slots
@@ -121,11 +122,7 @@ def _finish_file(fd: int, size: int, tmp: Path, final: Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(final.parent)
 
 
 class Transfers:
