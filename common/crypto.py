@@ -1,12 +1,13 @@
 """Cryptography of the node, all from `cryptography`: RSA keys, RSA-PSS signatures,
 RSA-OAEP key wrapping and AES-256-GCM data encryption.
 
-Pure functions over bytes; private keys are used here only by the identity process.
+Pure functions over bytes; private keys are used here only by the identity process. A process
+that only verifies signatures and must not load `cryptography` uses `common.rsa_public`, which
+also holds the error and the base64 helpers both share.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 
@@ -15,6 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from common.rsa_public import CryptoError as CryptoError  # shared with the light module, re-exported
+from common.rsa_public import b64 as b64
+from common.rsa_public import unb64 as unb64
+
 KEY_SIZES = (1024, 2048, 3072, 4096)
 PUBLIC_EXPONENT = 65537
 NONCE_SIZE = 12
@@ -22,10 +27,6 @@ SESSION_KEY_SIZE = 32
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
 _OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-
-
-class CryptoError(Exception):
-    """Data that cannot be decrypted, unwrapped or parsed as a key."""
 
 
 def generate_private_key(bits: int = 2048) -> rsa.RSAPrivateKey:
@@ -126,15 +127,3 @@ def aes_decrypt(session_key: bytes, blob: bytes, aad: bytes = b"") -> bytes:
         return AESGCM(session_key).decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], aad or None)
     except InvalidTag:
         raise CryptoError("ciphertext was tampered with or the key is wrong") from None
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def unb64(text: str) -> bytes:
-    """Decode base64 text; raises `CryptoError` on malformed input."""
-    try:
-        return base64.b64decode(text, validate=True)
-    except (ValueError, TypeError):
-        raise CryptoError("malformed base64") from None

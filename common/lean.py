@@ -1,7 +1,8 @@
 """Keep heavy modules a process never uses, or does not use yet, out of its memory.
 
 Every process is a Python interpreter of its own, so each module it imports costs RSS once per
-process: aiohttp (with yarl, multidict and friends) about 12 MB, `cryptography` about 6 MB.
+process: aiohttp (with yarl, multidict and friends) about 12 MB, `cryptography` about 9.5 MB (its Rust
+extension with OpenSSL, mapped once a key is used).
 
 - `skip(name)`: the import of `name` fails in this process, as if it were not installed. nats-py
   imports aiohttp only for its WebSocket transport, which the node's bus never uses; processes

@@ -10,7 +10,7 @@ import socket
 import time
 from typing import Any
 
-from common import crypto
+from common import rsa_public
 from common.endpoint import endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, UnavailableError
 from common.network_config import load_selected, split_hostport
@@ -36,7 +36,7 @@ class BusIdentity:
         self.ctx = ctx
 
     async def sign(self, data: bytes) -> dict[str, Any]:
-        return await self.ctx.bus.call_internal("identity", "sign", data=crypto.b64(data))  # type: ignore[no-any-return]
+        return await self.ctx.bus.call_internal("identity", "sign", data=rsa_public.b64(data))  # type: ignore[no-any-return]
 
     async def my_identity(self) -> dict[str, Any]:
         return await self.ctx.bus.call_internal("identity", "my_identity")  # type: ignore[no-any-return]

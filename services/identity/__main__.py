@@ -5,7 +5,7 @@ from common import lean
 # Before anything else is imported: see common/lean.py.
 lean.skip("aiohttp")  # about 12 MB: its identity server and client speak plain HTTP/1.1
 lean.import_bus_client()
-lean.defer("common.crypto")  # cryptography (about 6 MB) loads with the first key read or made
+lean.defer("common.crypto")  # cryptography (about 9.5 MB) loads with the first key read or made
 lean.defer("sqlite3")  # the dht, storage and messaging stores use it, not this process
 
 from common.process import run  # noqa: E402

@@ -6,7 +6,7 @@ from common import lean
 lean.skip("aiohttp")  # serves and fetches no HTTP
 lean.import_bus_client()
 lean.defer("sqlite3")  # the dht, storage and messaging stores use it, not this process
-lean.defer("common.crypto")  # cryptography (about 6 MB) loads with the first peer key checked
+lean.defer("common.crypto")  # cryptography (about 9.5 MB) loads with the first peer key checked
 
 from common.process import run  # noqa: E402
 from services.transport.service import TransportService  # noqa: E402

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Coroutine
 
 from kademlia.node import Node
@@ -222,3 +223,9 @@ def test_forged_layer_members_never_reach_dht_user_random(net, identities):
         assert entries, client.name
         assert not {e["idurl"] for e in entries} & fake_idurls
         assert all(e["dht_id"] != "ee" * 20 for e in entries), client.name
+
+    # Those checks ran without `cryptography`: the dht process never maps it (common/rsa_public.py).
+    for client in net.nodes:
+        pids = {p["name"]: p["pid"] for p in client.ok("process_info")["processes"]}
+        maps = Path(f"/proc/{pids['dht']}/maps").read_text()
+        assert "uvloop" in maps and "cryptography" not in maps, client.name
