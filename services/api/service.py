@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import aiohttp
 
-from common import codec, network_config, subjects
+from common import codec, lean, network_config, subjects
 from common.automat import Automat
 from common.config_schema import OPTIONS
 from common.endpoint import Reply, endpoint
@@ -216,7 +216,9 @@ class ApiService(ServiceBase):
         if parsed.scheme in ("http", "https"):
             try:
                 timeout = aiohttp.ClientTimeout(total=10)
-                async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+                tls = await asyncio.to_thread(lean.tls_client_context) if parsed.scheme == "https" else None
+                async with (aiohttp.ClientSession(timeout=timeout) as session,
+                            session.get(url, ssl=tls or True) as response):
                     if response.status != 200:
                         raise NotFoundError(f"{url} answered {response.status}", reason="network_not_found")
                     return await response.content.read(1024 * 1024)

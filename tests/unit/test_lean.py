@@ -64,3 +64,24 @@ def test_the_bus_client_imports_without_aiohttp_and_leaves_it_importable():
         print(lean_import, "aiohttp" in sys.modules)
     """)
     assert out == "_Deferred True"
+
+
+def test_a_module_imported_without_the_ca_store_trusts_nothing_and_the_client_context_loads_it(tmp_path):
+    (tmp_path / "tls_at_import.py").write_text("import ssl\nCONTEXT = ssl.create_default_context()\n")
+    out = _run(f"""
+        import os, sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        os.environ.pop("SSL_CERT_FILE", None)
+        os.environ["SSL_CERT_DIR"] = "/etc/ssl/certs"
+        from common import lean
+        lean.import_without_ca_store("tls_at_import")
+        import tls_at_import
+        print(tls_at_import.CONTEXT.cert_store_stats()["x509_ca"], os.environ.get("SSL_CERT_FILE"),
+              os.environ["SSL_CERT_DIR"])
+        lean.import_without_ca_store("aiohttp")  # as the API gateway does: it makes contexts at import
+        import aiohttp.connector
+        print(aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"])
+        context = lean.tls_client_context()
+        print(context.cert_store_stats()["x509_ca"] > 0, context is lean.tls_client_context())
+    """)
+    assert out.splitlines() == ["0 None /etc/ssl/certs", "0", "True True"]
