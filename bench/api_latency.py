@@ -10,7 +10,8 @@ Starts a node under supervisord, then measures:
 - total RSS of the node (supervisord, nats-server and every process), fresh and once it has an identity,
   and its PSS (what the node really takes: pages its processes share, such as libpython, counted once);
 - with `--network N`: the RSS of each node of an N-node loopback network in use (every pair pinged,
-  a DHT value written and read, a private message sent), per process too.
+  a DHT value written and read, a private message sent, node 0's 5 MiB sample stored with two of
+  the others as suppliers and read back: `bitdust localnet demo`), per process too.
 
 Run: .venv/bin/python bench/api_latency.py [--calls 2000] [--network 3]
 """
@@ -178,6 +179,7 @@ def network_rss(count: int) -> None:
         clients[1].ok("dht_value_set", key="bench-rss", value={"n": 1})
         clients[-1].call("dht_value_get", key="bench-rss")
         clients[1].call("message_send", recipient_id=gids[-1], data={"n": 1})
+        localnet.storage_demo(root)
         for client in clients:
             total, pss, per_process = node_rss(client.home)
             print(f"{client.name} in use: RSS {total:.0f} MB (aim <= 250 MB), PSS {pss:.0f} MB {per_process}")
