@@ -200,6 +200,8 @@ class Directory:
             raise records.RecordError("record signature is not base64", "invalid_signature") from None
         # On the loop: Python's pow holds the GIL, so a worker thread would stall the loop just the
         # same (at most about 0.7 ms, for a 4096-bit key; `rsa_public` bounds the keys it accepts).
+        # Each check gets a turn of its own, so a read checking many entries lets other work in between.
+        await asyncio.sleep(0)
         if not rsa_public.verify(public_key, payload, raw_signature):
             raise records.RecordError("record signature does not match its owner's key", "invalid_signature")
 

@@ -13,6 +13,7 @@ from common import crypto
 from common.errors import InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from services.dht import members, records
 from services.dht.directory import Directory
+from services.dht.protocol import CheckBudget
 from services.dht.node import DhtNode
 from services.dht.storage import DhtStore
 
@@ -228,3 +229,26 @@ async def test_the_owner_key_cache_is_bounded(monkeypatch):
     for name in ("u1", "u2", "u3", "u4", "u5"):
         await directory._public_key(f"http://127.0.0.1:8084/{name}.xml")
     assert [idurl.rsplit("/", 1)[1] for idurl in directory._keys] == ["u3.xml", "u4.xml", "u5.xml"]
+
+
+def test_the_check_budget_refills_at_its_rate_up_to_its_burst():
+    now = [100.0]
+    budget = CheckBudget(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [budget.take() for _ in range(4)] == [True, True, True, False]
+    now[0] += 1.0  # two tokens back
+    assert [budget.take() for _ in range(3)] == [True, True, False]
+    now[0] += 60.0  # never more than the burst
+    assert sum(budget.take() for _ in range(10)) == 3
+
+
+async def test_signed_stores_beyond_the_check_budget_are_refused_as_busy(network):
+    alice, bob, _, _ = network
+    protocol = bob.node.protocol
+    assert protocol is not None
+    protocol.check_budget = CheckBudget(rate=0.0, burst=2)
+    held_before = bob.node.store.count(0)
+    me = alice.identity.idurl
+    for i in range(4):  # four nodes: every one of them is among each key's closest
+        await alice.write("nickname", f"alice{i}:0", records.nickname_data(f"alice{i}", 0, me))
+    assert protocol.stats.refused["busy"] == 2
+    assert bob.node.store.count(0) == held_before + 2
