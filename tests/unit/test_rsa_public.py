@@ -13,13 +13,16 @@ from hypothesis import strategies as st
 
 from common import crypto, rsa_public
 
-# 1025 and 2049 bits: the encoded message is one byte shorter than the modulus (RFC 8017 9.1.1).
-SIZES = (1024, 1025, 1031, 2048, 2049, 3072, 4096)
+# 1025 and 1537 bits: the encoded message is one byte shorter than the modulus (RFC 8017 9.1.1).
+# (OpenSSL makes odd sizes above 2048 bits one bit short, so none of those.)
+SIZES = (1024, 1025, 1031, 1537, 2048, 3072, 4096)
 
 
 @pytest.fixture(scope="module")
 def keys() -> dict[int, rsa.RSAPrivateKey]:
-    return {bits: rsa.generate_private_key(public_exponent=65537, key_size=bits) for bits in SIZES}
+    made = {bits: rsa.generate_private_key(public_exponent=65537, key_size=bits) for bits in SIZES}
+    assert {bits: key.key_size for bits, key in made.items()} == {bits: bits for bits in SIZES}
+    return made
 
 
 def _light(key: rsa.RSAPrivateKey) -> rsa_public.PublicKey:
@@ -52,7 +55,7 @@ def test_a_genuine_signature_verifies_and_every_tampering_fails_alike(keys, bits
         assert not _agree(other, data, signature)
 
 
-@pytest.mark.parametrize("bits", (1025, 2049))
+@pytest.mark.parametrize("bits", (1025, 1537))
 def test_a_signature_with_its_leading_zero_bytes_left_out_verifies_as_openssl_does(keys, bits):
     key = keys[bits]
     for attempt in range(200):  # the modulus's top byte is 0x01: most signatures start with 0x00
@@ -64,7 +67,7 @@ def test_a_signature_with_its_leading_zero_bytes_left_out_verifies_as_openssl_do
     pytest.fail("no signature with a leading zero byte in 200")
 
 
-@pytest.mark.parametrize("bits", (1024, 2049))
+@pytest.mark.parametrize("bits", (1024, 1537))
 def test_signatures_that_are_no_rsa_value_fail_alike(keys, bits):
     key = keys[bits]
     n = key.public_key().public_numbers().n
