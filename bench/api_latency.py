@@ -11,7 +11,8 @@ Starts a node under supervisord, then measures:
   and its PSS (what the node really takes: pages its processes share, such as libpython, counted once);
 - with `--network N`: the RSS of each node of an N-node loopback network in use (every pair pinged,
   a DHT value written and read, a private message sent, node 0's 5 MiB sample stored with two of
-  the others as suppliers and read back: `bitdust localnet demo`), per process too.
+  the others as suppliers and read back: `bitdust localnet demo`), per process too, once the
+  network has been idle for one `common.memory.INTERVAL`.
 
 Run: .venv/bin/python bench/api_latency.py [--calls 2000] [--network 3]
 """
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web  # noqa: E402
 
+from common import memory  # noqa: E402
 from deploy import localnet, node  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
 from bench.stats import percentile  # noqa: E402
@@ -180,6 +182,7 @@ def network_rss(count: int) -> None:
         clients[-1].call("dht_value_get", key="bench-rss")
         clients[1].call("message_send", recipient_id=gids[-1], data={"n": 1})
         localnet.storage_demo(root)
+        time.sleep(memory.INTERVAL + 1)  # idle between bursts: the freed blocks are given back (common/memory.py)
         for client in clients:
             total, pss, per_process = node_rss(client.home)
             print(f"{client.name} in use: RSS {total:.0f} MB (aim <= 250 MB), PSS {pss:.0f} MB {per_process}")

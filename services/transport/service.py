@@ -43,6 +43,7 @@ from common import codec, crypto, spool, subjects
 from common.bus import Bus, binary_meta
 from common.endpoint import Reply, endpoint
 from common.loop_lag import LagMonitor
+from common.memory import Trimmer
 from common.errors import DeadlineError, InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from common.packet import COMMANDS, Packet
 from common.process import ProcessContext, ServiceBase
@@ -156,12 +157,14 @@ class TransportService(ServiceBase):
         self.gateway.on_self_connection = self._self_connection
         self.lag = LagMonitor()
         """How late this process's event loop runs (`packets_stats.event_loop_lag`)."""
+        self.trimmer = Trimmer()  # the payloads of a burst of packets freed: given back when it is done
         self._subscriptions: list[Any] = []
 
     # ---- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.lag.start()
+        self.trimmer.start()
         removed = await asyncio.to_thread(self.files.prepare)
         if removed:
             log.info("removed %d stale spool files", removed)
@@ -199,6 +202,7 @@ class TransportService(ServiceBase):
 
     async def stop(self) -> None:
         self.lag.stop()
+        await self.trimmer.stop()
         await self.relay_client.stop()
         for sub in self._subscriptions:
             try:
