@@ -9,8 +9,8 @@ extension with OpenSSL, mapped once a key is used).
   that neither serve nor fetch HTTP skip it before anything imports nats.
 - `import_bus_client()`: nats-py without what the bus never uses, whatever the process.
 - `import_without_ca_store(name)`: import a module that builds TLS client contexts at import
-  time (aiohttp) without reading the system's CA bundle into each; `tls_client_context()` reads
-  it on the first HTTPS request instead.
+  time (aiohttp) without reading the system's CA bundle into each; the process makes its own
+  context when it first dials HTTPS.
 - `defer(name)`: a module the process needs only for some of its work (`common.crypto` before
   the node has a key to use) is imported by the first use of one of its attributes, not by the
   `import` statements that name it. Modules that take their names from it at import time
@@ -21,15 +21,11 @@ extension with OpenSSL, mapped once a key is used).
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import sys
 import types
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import ssl
+from typing import Any
 
 BUS_CLIENT = "nats"
 BUS_CLIENT_UNUSED = ("aiohttp", "importlib.metadata")
@@ -77,8 +73,9 @@ def import_without_ca_store(name: str) -> None:
     aiohttp makes two TLS client contexts when it is imported, and each reads the system's CA
     bundle: 0.05 s of the API gateway's start and about 1 MB of its RSS, for a process that serves
     HTTP and dials HTTPS only for `network_create`.
-    Those contexts then trust no certificate, so a request that does not pass
-    `tls_client_context()` fails its certificate check rather than skipping it.
+    Those contexts then trust no certificate, so a request that does not pass a context of its own
+    (`ssl.create_default_context()`, made after this) fails its certificate check rather than
+    skipping it.
     """
     saved = {variable: os.environ.get(variable) for variable in CA_STORE_VARIABLES}
     os.environ.update(dict.fromkeys(CA_STORE_VARIABLES, os.devnull))
@@ -90,15 +87,6 @@ def import_without_ca_store(name: str) -> None:
                 del os.environ[variable]
             else:
                 os.environ[variable] = value
-
-
-@functools.cache
-def tls_client_context() -> ssl.SSLContext:
-    """A verifying TLS client context with the system's CA store, made on first use (blocking I/O:
-    call it from a worker thread)."""
-    import ssl
-
-    return ssl.create_default_context()
 
 
 def defer(*modules: str) -> None:

@@ -4,7 +4,7 @@ from common import lean
 
 # Before anything else is imported: see common/lean.py.
 lean.import_bus_client()
-lean.import_without_ca_store("aiohttp")  # it reads HTTPS only for network_create, with lean.tls_client_context()
+lean.import_without_ca_store("aiohttp")  # it dials HTTPS only for network_create, with a context of its own
 lean.defer("sqlite3")  # the dht, storage and messaging stores use it, not this process
 
 from common.process import run  # noqa: E402

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import re
+import ssl
 import sys
 import time
 import urllib.parse
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import aiohttp
 
-from common import codec, lean, network_config, subjects
+from common import codec, network_config, subjects
 from common.automat import Automat
 from common.config_schema import OPTIONS
 from common.endpoint import Reply, endpoint
@@ -75,6 +76,7 @@ class ApiService(ServiceBase):
         self.event_log = EventLog(ctx.home.logs / "event.log")
         self.events.listen(self.event_log.write)
         self.restarting: set[str] = set()
+        self._tls: ssl.SSLContext | None = None
         self.machines = {s.name: ServiceMachine(s.name, ctx.automats) for s in CATALOG}
         self.gateway: Any = None
         self._watcher: asyncio.Future[None] | None = None
@@ -216,9 +218,9 @@ class ApiService(ServiceBase):
         if parsed.scheme in ("http", "https"):
             try:
                 timeout = aiohttp.ClientTimeout(total=10)
-                tls = await asyncio.to_thread(lean.tls_client_context) if parsed.scheme == "https" else None
+                tls = await self._tls_context() if parsed.scheme == "https" else True
                 async with (aiohttp.ClientSession(timeout=timeout) as session,
-                            session.get(url, ssl=tls or True) as response):
+                            session.get(url, ssl=tls) as response):
                     if response.status != 200:
                         raise NotFoundError(f"{url} answered {response.status}", reason="network_not_found")
                     return await response.content.read(1024 * 1024)
@@ -233,6 +235,15 @@ class ApiService(ServiceBase):
             raise NotFoundError(f"no network configuration at {url}", reason="network_not_found") from None
         except IsADirectoryError:
             raise InvalidArgumentError(f"{url} is a folder", reason="invalid_network") from None
+
+    async def _tls_context(self) -> ssl.SSLContext:
+        """A verifying TLS client context with the system's CA store, made on first use.
+
+        aiohttp's own contexts trust nothing in this process (`lean.import_without_ca_store`).
+        """
+        if self._tls is None:
+            self._tls = await asyncio.to_thread(ssl.create_default_context)  # reads the CA bundle
+        return self._tls
 
     @endpoint()
     async def network_select(self, name: str) -> Reply:
