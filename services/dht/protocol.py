@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any, Awaitable, Callable
 
 from kademlia.crawling import NodeSpiderCrawl, RPCFindResponse, ValueSpiderCrawl
@@ -37,6 +37,11 @@ CHECK_BURST = 200
 """Peers' STOREs checked per second on average, and at most at once after a quiet spell; more are
 refused ("busy"). A check costs up to 4 signatures (a member bucket), 0.2 to 0.7 ms each in pure
 Python: the budget keeps a flood of signed STOREs under about a seventh of a CPU."""
+SOURCE_CHECK_RATE = 20.0
+SOURCE_CHECK_BURST = 100
+"""The same for one source address, so that one flooding peer cannot spend the whole budget."""
+MAX_SOURCES = 4096
+"""Source addresses whose budgets are remembered (the least recently seen is forgotten first)."""
 
 
 class CheckBudget:
@@ -58,6 +63,31 @@ class CheckBudget:
             return False
         self._tokens -= 1
         return True
+
+
+class CheckBudgets:
+    """The budget of all peers' STOREs and one per source address (`MAX_SOURCES` at most)."""
+
+    def __init__(self, total: CheckBudget, rate: float = SOURCE_CHECK_RATE, burst: int = SOURCE_CHECK_BURST,
+                 clock: Callable[[], float] = time.monotonic):
+        self.total = total
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._sources: OrderedDict[str, CheckBudget] = OrderedDict()
+
+    @property
+    def sources(self) -> int:
+        """How many source addresses have a budget remembered."""
+        return len(self._sources)
+
+    def take(self, source: str) -> bool:
+        """Spend one check of `source`'s budget and one of the total, if both have one."""
+        budget = self._sources.pop(source, None) or CheckBudget(self.rate, self.burst, self._clock)
+        self._sources[source] = budget
+        while len(self._sources) > MAX_SOURCES:
+            self._sources.popitem(last=False)
+        return budget.take() and self.total.take()
 
 
 class CountingTransport:
@@ -116,7 +146,7 @@ class DhtProtocol(KademliaProtocol):
         """The part of a peer's envelope signed by its owners (a member bucket's signed entries);
         raises `records.RecordError` when there is none."""
         self._verifying = 0
-        self.check_budget = CheckBudget(CHECK_RATE, CHECK_BURST)
+        self.check_budget = CheckBudgets(CheckBudget(CHECK_RATE, CHECK_BURST))
 
     # --- transport -------------------------------------------------------------------------
 
@@ -203,7 +233,8 @@ class DhtProtocol(KademliaProtocol):
         member bucket only the entries their members signed are merged (at most
         `members.MAX_STORE_CHECKS` new ones checked); a bucket with none is refused. At most
         `MAX_VERIFYING` STOREs are checked at once, and `CHECK_RATE` a second (`CHECK_BURST` after
-        a quiet spell); a flood beyond that is refused, not queued.
+        a quiet spell), `SOURCE_CHECK_RATE` of them from one address; a flood beyond that is
+        refused, not queued.
         """
         source = self._sender(sender, nodeid)
         if source is None or not isinstance(key, bytes) or len(key) != ID_SIZE:
@@ -213,7 +244,7 @@ class DhtProtocol(KademliaProtocol):
         if env is None:
             return False
         if self.verifier is not None and records.needs_signature(env["record_type"]):
-            if self._verifying >= MAX_VERIFYING or not self.check_budget.take():
+            if self._verifying >= MAX_VERIFYING or not self.check_budget.take(source.ip):
                 self.stats.refused["busy"] += 1
                 return False
             self._verifying += 1

@@ -299,6 +299,7 @@ class DhtService(ServiceBase):
             "state": self.maintainer.machine.state,
             "bytes_received": stats.bytes_received,
             "bytes_sent": stats.bytes_sent,
+            "stores_refused": dict(stats.refused),  # peers' STOREs refused, by reason ("busy": over budget)
             "layers": report,
         }
 

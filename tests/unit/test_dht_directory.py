@@ -13,7 +13,7 @@ from common import crypto
 from common.errors import InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from services.dht import members, records
 from services.dht.directory import Directory
-from services.dht.protocol import CheckBudget
+from services.dht.protocol import MAX_SOURCES, CheckBudget, CheckBudgets
 from services.dht.node import DhtNode
 from services.dht.storage import DhtStore
 
@@ -245,10 +245,22 @@ async def test_signed_stores_beyond_the_check_budget_are_refused_as_busy(network
     alice, bob, _, _ = network
     protocol = bob.node.protocol
     assert protocol is not None
-    protocol.check_budget = CheckBudget(rate=0.0, burst=2)
+    protocol.check_budget = CheckBudgets(CheckBudget(rate=0.0, burst=2))
     held_before = bob.node.store.count(0)
     me = alice.identity.idurl
     for i in range(4):  # four nodes: every one of them is among each key's closest
         await alice.write("nickname", f"alice{i}:0", records.nickname_data(f"alice{i}", 0, me))
     assert protocol.stats.refused["busy"] == 2
     assert bob.node.store.count(0) == held_before + 2
+
+
+def test_one_source_cannot_spend_the_whole_budget_and_forgotten_sources_stay_bounded():
+    now = [0.0]
+    budgets = CheckBudgets(CheckBudget(rate=0.0, burst=10, clock=lambda: now[0]), rate=0.0, burst=3,
+                           clock=lambda: now[0])
+    assert [budgets.take("10.0.0.1") for _ in range(5)] == [True, True, True, False, False]
+    assert [budgets.take("10.0.0.2") for _ in range(3)] == [True, True, True]  # its own three
+    assert sum(budgets.take(f"10.1.{i // 256}.{i % 256}") for i in range(10)) == 4  # the total: 10 in all
+    for i in range(MAX_SOURCES + 10):
+        budgets.take(f"10.2.{i // 256}.{i % 256}")
+    assert budgets.sources == MAX_SOURCES
