@@ -48,14 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploy import localnet  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
-from bench.stats import percentile  # noqa: E402
+from bench.stats import summary_ms  # noqa: E402
 
 OFFSET = 26000
 POLL = 30
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(values), 3), "p99_ms": round(percentile(values, 0.99), 3)}
 
 
 GROUP_MEMBERS = 5
@@ -216,8 +212,8 @@ def bench_group(clients: list[NodeClient], count: int, burst: int, senders_count
         "members": len(members), "nodes": len(clients), "brokers": len(brokers),
         "members_are_brokers": sum(1 for m in members if m.ok("identity_get")["idurl"] in brokers),
         "count": count,
-        "send_to_last_member": _summary(to_last),
-        "send_to_ack": _summary(to_ack),
+        "send_to_last_member": summary_ms(to_last),
+        "send_to_ack": summary_ms(to_ack),
         "burst": {"messages": burst, "senders": len(burst_senders), "send_seconds": round(sent - started, 3),
                   "seconds_until_all_members_had_all": round(seconds, 3),
                   "messages_per_s_delivered_to_all": round(burst / seconds, 1),
@@ -250,9 +246,9 @@ def bench_private(clients: list[NodeClient], count: int) -> dict[str, Any]:
     ping_p50 = statistics.median(ping)
     return {
         "count": count,
-        "ping": _summary(ping),
-        "send_to_consumed": _summary(to_consumed),
-        "send_to_ack": _summary(to_ack),
+        "ping": summary_ms(ping),
+        "send_to_consumed": summary_ms(to_consumed),
+        "send_to_ack": summary_ms(to_ack),
         "consumed_by_waiting_poll": f"{consumed}/{count}",
         "consumed_p50_vs_ping_p50": round(statistics.median(to_consumed) / ping_p50, 2),
         "ack_p50_vs_ping_p50": round(statistics.median(to_ack) / ping_p50, 2),

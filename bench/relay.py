@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deploy import localnet, netns  # noqa: E402
 from tests.e2e.client import NodeClient  # noqa: E402
 from tests.helpers import sha256_file, wait_for  # noqa: E402
-from bench.stats import percentile  # noqa: E402
+from bench.stats import summary_ms  # noqa: E402
 
 NODES = 5
 NATTED = (3, 4)
@@ -107,12 +107,9 @@ def run(pings: int, size: int, offset: int, keep: bool) -> dict[str, Any]:
         wait_for(lambda: len(_suppliers(c[1])) == 2, timeout=120, interval=0.5, what="node-1's suppliers")
         direct_io = _transfer(c[1], folder, "direct.bin", size)
         relayed_io = _transfer(c[3], folder, "relayed.bin", size)
-        def summary(samples: list[float]) -> dict[str, float]:
-            return {"p50_ms": round(statistics.median(samples), 3), "p99_ms": round(percentile(samples, 0.99), 3)}
-
         return {
-            "ping_relayed": summary(relayed),
-            "ping_direct": summary(direct),
+            "ping_relayed": summary_ms(relayed),
+            "ping_direct": summary_ms(direct),
             "ping_ratio_p50": round(statistics.median(relayed) / statistics.median(direct), 2),
             "storage_mib_s": {"relayed_up": round(relayed_io[0], 1), "relayed_down": round(relayed_io[1], 1),
                               "direct_up": round(direct_io[0], 1), "direct_down": round(direct_io[1], 1)},
