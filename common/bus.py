@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.micro.request import Request
 
 from common import codec, registry, subjects
-from common.endpoint import EndpointSpec, Reply, tagged_endpoints
+from common.endpoint import EndpointSpec, Reply, never_suspends, tagged_endpoints
 from common.errors import DeadlineError, InvalidArgumentError, NodeError, NotBuiltError, UnavailableError, from_wire
 
 log = logging.getLogger(__name__)
@@ -282,6 +282,10 @@ def _make_handler(bus: Bus, func: Callable[..., Awaitable[Any]], name: str) -> C
             await request.respond(reply)
         except Exception as exc:  # noqa: BLE001 - the caller may be gone
             log.debug("reply to %s lost: %s", name, exc)
+
+    if never_suspends(func):
+        # It cannot wait on anything, so it is answered in the subscription's task: no task per request.
+        return run
 
     async def handle(request: Request) -> None:
         # Each request runs in its own task so a slow call never blocks the endpoint.

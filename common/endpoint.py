@@ -7,12 +7,16 @@ test can call directly. `common.bus.serve` finds the tagged methods and binds th
 
 from __future__ import annotations
 
+import dis
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 ENDPOINT_ATTR = "__bitdust_endpoint__"
+# The opcodes of `await`, `async for` and `async with`: the only places a coroutine can suspend.
+_SUSPENDING_OPS = frozenset({"GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "SEND", "YIELD_VALUE"})
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,16 @@ def tagged_endpoints(handler: object) -> dict[EndpointSpec, Callable[..., Any]]:
         if isinstance(spec, EndpointSpec):
             found[spec] = getattr(handler, attr)
     return found
+
+
+def never_suspends(func: Callable[..., Any]) -> bool:
+    """True for a coroutine function with no `await`, `async for` or `async with` in its body.
+
+    Such a coroutine runs to its end the first time it is stepped, so the bus adapter can answer it
+    in the subscription's own task, with no task spawned per request: nothing it does can make the
+    next request to the endpoint wait. Conservative: a wrapped or non-coroutine callable is False.
+    """
+    target = getattr(func, "__func__", func)
+    if not inspect.iscoroutinefunction(target) or hasattr(target, "__wrapped__"):
+        return False
+    return not any(op.opname in _SUSPENDING_OPS for op in dis.get_instructions(target.__code__))

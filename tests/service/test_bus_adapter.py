@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -30,6 +31,14 @@ class Echo(ServiceBase):
     async def with_message(self) -> Reply:
         return Reply({"done": True}, "all good")
 
+    @endpoint(internal=True)
+    async def rendezvous(self) -> int:
+        """Answers once two calls are inside at the same time: only if each runs in a task of its own."""
+        self.inside = getattr(self, "inside", 0) + 1
+        while self.inside < 2:
+            await asyncio.sleep(0.01)
+        return self.inside
+
 
 async def test_endpoint_roundtrip_and_errors(bus_home):
     async with running_service(bus_home, "storage", Echo):
@@ -50,6 +59,17 @@ async def test_endpoint_roundtrip_and_errors(bus_home):
             with pytest.raises(NodeError) as unbuilt:
                 await bus.call("api.storage.files_list", {})
             assert (unbuilt.value.status, unbuilt.value.reason) == (501, "not_implemented")
+        finally:
+            await bus.close()
+
+
+async def test_waiting_endpoint_answers_requests_concurrently(bus_home):
+    async with running_service(bus_home, "storage", Echo):
+        bus = await connect(bus_home)
+        try:
+            both = await asyncio.gather(*(bus.call_internal("storage", "rendezvous", timeout=5) for _ in range(2)))
+            assert both == [2, 2]
+            assert await bus.call_internal("storage", "echo", text="still served") == "still served"
         finally:
             await bus.close()
 
