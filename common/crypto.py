@@ -113,6 +113,18 @@ def new_session_key() -> bytes:
     return AESGCM.generate_key(bit_length=SESSION_KEY_SIZE * 8)
 
 
+def seal(key: rsa.RSAPublicKey, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+    """`plaintext` for the holder of `key` alone: (a fresh session key wrapped to `key`, the body
+    encrypted with it, `aad` bound to it)."""
+    session_key = new_session_key()
+    return wrap_key(key, session_key), aes_encrypt(session_key, plaintext, aad)
+
+
+def open_sealed(key: rsa.RSAPrivateKey, wrapped: bytes, body: bytes, aad: bytes) -> bytes:
+    """Reverse `seal`; raises `CryptoError` if the session key is not for `key` or anything was altered."""
+    return aes_decrypt(unwrap_key(key, wrapped), body, aad)
+
+
 def aes_encrypt(session_key: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
     """AES-256-GCM: returns nonce ‖ ciphertext ‖ tag."""
     nonce = os.urandom(NONCE_SIZE)

@@ -50,9 +50,11 @@ CONTACT_OPTIONS = ("services/tcp-connections/", "services/network/selected", "se
 TAKEOVER_CHECK_INTERVAL = 120.0
 """Seconds between checks that no other node took our identity over (a nudge checks at once)."""
 TAKEOVER_MIN_INTERVAL = 5.0
+"""A nudge from outside costs at most one look at our identity servers per this many seconds."""
 AUTO_ROTATE_AFTER = 3
 """Consecutive failed looks at our primary identity server before an automatic rotation."""
-"""A nudge from outside costs at most one look at our identity servers per this many seconds."""
+INLINE_SEAL_LIMIT = 64 * 1024
+"""Bytes `seal` encrypts on the event loop (tens of µs); larger messages go to a thread."""
 
 
 class IdentityService(KeysEndpoints):
@@ -267,6 +269,36 @@ class IdentityService(KeysEndpoints):
         except crypto.CryptoError:
             raise InvalidArgumentError(f"data cannot be unwrapped with {record.key_id}",
                                        reason="unwrap_failed") from None
+        return {"data": crypto.b64(plain)}
+
+    @endpoint("seal", internal=True)
+    async def seal(self, public_key: str, data: str, aad: str) -> dict[str, Any]:
+        """Base64 `data` sealed for the holder of `public_key` (`crypto.seal`), `aad` bound to it.
+
+        Messages are sealed and opened here, so the messaging process loads no cipher at all.
+        """
+        try:
+            key = crypto.load_public_key(public_key)
+        except crypto.CryptoError:
+            raise InvalidArgumentError("public_key is not a valid RSA public key", reason="invalid_key") from None
+        plain = _unb64(data, "data")
+        if len(plain) > INLINE_SEAL_LIMIT:
+            wrapped, body = await asyncio.to_thread(crypto.seal, key, plain, _unb64(aad, "aad"))
+        else:  # a public-key operation and a short cipher pass: cheaper than the hop to a thread
+            wrapped, body = crypto.seal(key, plain, _unb64(aad, "aad"))
+        return {"key": crypto.b64(wrapped), "body": crypto.b64(body)}
+
+    @endpoint("open", internal=True)
+    async def open_sealed(self, key: str, body: str, aad: str, key_id: str | None = None) -> dict[str, Any]:
+        """The plaintext of what `seal` made for a private key held here (the master key by default);
+        400 `undecryptable` when it was made for another key or altered."""
+        record = self.private_record(key_id)
+        assert record.private is not None
+        parts = (_unb64(key, "key"), _unb64(body, "body"), _unb64(aad, "aad"))
+        try:
+            plain = await asyncio.to_thread(crypto.open_sealed, record.private, *parts)
+        except crypto.CryptoError:
+            raise InvalidArgumentError(f"it does not open with {record.key_id}", reason="undecryptable") from None
         return {"data": crypto.b64(plain)}
 
     # ---- identity API ----------------------------------------------------------------------

@@ -5,7 +5,11 @@ from common import lean
 # Before anything else is imported: see common/lean.py.
 lean.skip("aiohttp")  # serves and fetches no HTTP
 lean.import_bus_client()
-lean.defer("common.crypto")  # cryptography (about 9.5 MB) loads with the first key operation
+# cryptography (about 9.5 MB) is never loaded here: the identity process seals and opens messages, and
+# membership proofs are checked with common.rsa_public. `common.crypto` stays a stand-in for the
+# modules that name it (services.identity.keyring); touching it would fail, loudly.
+lean.skip("cryptography")
+lean.defer("common.crypto")
 
 from common.process import run  # noqa: E402
 from services.messaging.service import MessagingService  # noqa: E402

@@ -10,8 +10,8 @@ as associated data, so it cannot be altered without the body failing to open. Wh
 proven by the packet signature the transport checked; `check_header` makes the recipient insist
 that the header's sender is the packet's creator and the header's recipient is itself.
 
-Pure functions over bytes and public keys: the private half stays in the identity process, which
-unwraps `key` for the recipient.
+Pure functions: the identity process seals and opens (`identity.seal`, `identity.open`), so the
+private half never leaves it and the messaging process loads no cipher.
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from common import codec, crypto
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from common import codec
+from common.rsa_public import CryptoError, b64, unb64
 
 VERSION = 1
 MESSAGE_TYPES = ("private_message", "group_message", "personal_message")
@@ -69,12 +67,9 @@ def new_message_id(prefix: str = "private") -> str:
     return f"{prefix}_{time.time_ns() // 1000}{secrets.randbelow(10**6):06d}"
 
 
-def seal(header: Header, data: dict[str, Any], public_key: RSAPublicKey) -> dict[str, Any]:
-    """The JSON payload carrying `data` encrypted to `public_key`."""
-    session_key = crypto.new_session_key()
-    body = crypto.aes_encrypt(session_key, codec.dumps(data), header.aad())
-    return {"v": VERSION, **asdict(header), "key": crypto.b64(crypto.wrap_key(public_key, session_key)),
-            "body": crypto.b64(body)}
+def sealed_payload(header: Header, wrapped_key: bytes, body: bytes) -> dict[str, Any]:
+    """The JSON payload of a message sealed with `header.aad()` bound to its body."""
+    return {"v": VERSION, **asdict(header), "key": b64(wrapped_key), "body": b64(body)}
 
 
 def parse(payload: Any) -> Sealed:
@@ -87,9 +82,9 @@ def parse(payload: Any) -> Sealed:
             sender=_text(payload, "sender"), recipient=_text(payload, "recipient"),
             time=float(payload["time"]),
         )
-        wrapped = crypto.unb64(_text(payload, "key", 4096))
-        body = crypto.unb64(_text(payload, "body", 4 * 1024 * 1024))
-    except (KeyError, TypeError, ValueError, crypto.CryptoError):
+        wrapped = unb64(_text(payload, "key", 4096))
+        body = unb64(_text(payload, "body", 4 * 1024 * 1024))
+    except (KeyError, TypeError, ValueError, CryptoError):
         raise EnvelopeError("malformed", "sealed message fields are missing or ill-formed") from None
     if header.msg_type not in MESSAGE_TYPES:
         raise EnvelopeError("malformed", f"unknown message type {header.msg_type[:40]!r}")
@@ -108,12 +103,8 @@ def check_header(header: Header, creator_idurl: str, my_idurl: str, now: float, 
         raise EnvelopeError("expired", "the message is older than its time to live")
 
 
-def open_body(sealed: Sealed, session_key: bytes) -> dict[str, Any]:
-    """Decrypt and decode the data; raises `EnvelopeError` (`undecryptable` / `malformed`)."""
-    try:
-        plain = crypto.aes_decrypt(session_key, sealed.body, sealed.header.aad())
-    except crypto.CryptoError:
-        raise EnvelopeError("undecryptable", "the body does not open with the session key") from None
+def decode_body(plain: bytes) -> dict[str, Any]:
+    """The data of an opened body; raises `EnvelopeError("malformed")`."""
     try:
         data = codec.loads(plain)
     except ValueError:

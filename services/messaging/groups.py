@@ -2,15 +2,15 @@
 
 A joined group runs one `GroupMember` machine and one pull loop. The loop asks the group's
 brokers (the DHT records of its creator, lowest position first) for the entries after the last
-sequence number this node consumed (`fetch`, long-polled), opens each with the group key (the
-identity process unwraps its session key), records it in history and hands it on, then moves
+sequence number this node consumed (`fetch`, long-polled), opens each with the group key (in the
+identity process, which holds it), records it in history and hands it on, then moves
 its `last_seq`. A broker that fails (no answer, its messaging process gone) is skipped for
 `BROKER_BACKOFF` seconds and the next position serves; since the member names where it is in
 the queue on every fetch, switching brokers neither skips nor repeats a message, and a member
 that was away (left, stopped, restarted) gets what it missed, in order, on its next fetch.
 
 Sending: the data is sealed to the group key (a fresh AES-256-GCM key per message, wrapped by
-the group's RSA public key: brokers see only ciphertext) and offered to the brokers in position
+the group's RSA public key, by the identity process: brokers see only ciphertext) and offered to the brokers in position
 order until one acknowledges it with its sequence number. A resend after a lost answer carries
 the same message id, which brokers recognise.
 
@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from typing import Any, Awaitable, Callable, Protocol
 
-from common import crypto
 from common.automat import Automat, AutomatRegistry
 from common.errors import ConflictError, NodeError, NotFoundError, UnavailableError
 from services.messaging import envelope
@@ -71,7 +70,11 @@ class GroupsNet(Protocol):
     async def sign_with(self, key_id: str, data: bytes) -> str:
         """Base64 signature of `data` by a private key held by the identity process."""
 
-    async def unwrap_with(self, key_id: str, wrapped: bytes) -> bytes: ...
+    async def seal(self, public_key: str, header: envelope.Header, data: dict[str, Any]) -> dict[str, Any]:
+        """The payload of `data` sealed for the holder of `public_key` (OpenSSH text)."""
+
+    async def open(self, sealed: envelope.Sealed, key_id: str | None = None) -> bytes:
+        """The plaintext of a message sealed for `key_id`; raises `NodeError` (4xx: not for that key)."""
 
     async def random_brokers(self, count: int) -> list[str]: ...
 
@@ -334,12 +337,12 @@ class Groups:
                     or header.sender != entry.sender or header.message_id != entry.message_id:
                 raise EnvelopeError("forged_sender", "the entry does not match its sealed header")
             try:
-                session_key = await self.net.unwrap_with(group, sealed.wrapped_key)
+                plain = await self.net.open(sealed, group)
             except NodeError as err:
                 if err.status >= 500:
                     raise
-                raise EnvelopeError("undecryptable", "the session key is not wrapped for the group key") from None
-            data = envelope.open_body(sealed, session_key)
+                raise EnvelopeError("undecryptable", "the message was not sealed for the group key") from None
+            data = envelope.decode_body(plain)
         except EnvelopeError as err:
             self.dropped[err.reason] += 1
             log.warning("group message %s/%d dropped: %s", group, entry.seq, err.reason)
@@ -367,8 +370,7 @@ class Groups:
             raise ConflictError(f"group {group} is not joined", reason="group_not_joined")
         cert, proof, me = await self.credentials(group)
         header = envelope.Header("group_message", envelope.new_message_id("group"), me, group, self.clock())
-        public = crypto.load_public_key(cert["public"])
-        sealed = await asyncio.to_thread(envelope.seal, header, data, public)
+        sealed = await self.net.seal(str(cert["public"]), header, data)
         payload = request("produce", group, cert=cert, proof=proof, sealed=sealed)
         machine = self.machine(group)
         deadline = time.monotonic() + SEND_DEADLINE

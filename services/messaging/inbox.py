@@ -18,18 +18,18 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from common.errors import NodeError
 from services.messaging import envelope
-from services.messaging.envelope import EnvelopeError
+from services.messaging.envelope import EnvelopeError, Sealed
 from services.messaging.store import RECEIVED, MessageStore, StoredMessage
 
 log = logging.getLogger(__name__)
 
 
 class Keyring(Protocol):
-    """Our side of the keys: who we are, and unwrapping a session key with our master key."""
+    """Our side of the keys: who we are, and opening a message sealed for our master key."""
 
     async def my_idurl(self) -> str | None: ...
 
-    async def unwrap(self, wrapped: bytes) -> bytes: ...
+    async def open(self, sealed: Sealed) -> bytes: ...
 
 
 def ack(**payload: Any) -> dict[str, Any]:
@@ -67,7 +67,7 @@ class MessageInbox:
             known = self.store.get(header.sender, header.message_id, "in")
             if known is not None:
                 return self._duplicate(known)
-            data = envelope.open_body(sealed, await self._unwrap(sealed.wrapped_key))
+            data = envelope.decode_body(await self._open(sealed))
         except EnvelopeError as err:
             self.dropped[err.reason] += 1
             log.warning("Message packet %s from %s dropped: %s", doc.get("packet_id"), creator, err.reason)
@@ -88,10 +88,10 @@ class MessageInbox:
         log.info("message %s from %s seen before: acknowledged again, not shown", known.message_id, known.sender)
         return ack(consumed=known.consumed, message_id=known.message_id, duplicate=True)
 
-    async def _unwrap(self, wrapped: bytes) -> bytes:
+    async def _open(self, sealed: Sealed) -> bytes:
         try:
-            return await self.keyring.unwrap(wrapped)
+            return await self.keyring.open(sealed)
         except NodeError as err:
             if err.status >= 500:
                 raise  # the identity process is away: not the sender's fault, let the sender retry
-            raise EnvelopeError("undecryptable", "the session key is not wrapped for our key") from None
+            raise EnvelopeError("undecryptable", "the message was not sealed for our key, or was altered") from None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from common import crypto
+from common import rsa_public
 from common.errors import InvalidArgumentError
 from services.identity.keyring import key_signature_payload
 from services.transport.peer_ids import to_idurl
@@ -83,15 +83,15 @@ class ProofCache:
         public = self._keys.get(public_ssh)
         if public is None:
             try:
-                public = crypto.load_public_key(public_ssh)
-            except crypto.CryptoError:
+                public = rsa_public.load_public_key(public_ssh)
+            except rsa_public.CryptoError:
                 raise MembershipError("bad_certificate", "the group public key is not valid") from None
             self._keys[public_ssh] = public
         try:
-            signature = crypto.unb64(proof)
-        except crypto.CryptoError:
+            signature = rsa_public.unb64(proof)
+        except rsa_public.CryptoError:
             raise MembershipError("not_member", "the membership proof is not base64") from None
-        if not crypto.verify(public, proof_payload(group_key_id, member_idurl), signature):
+        if not rsa_public.verify(public, proof_payload(group_key_id, member_idurl), signature):
             raise MembershipError("not_member", "the membership proof does not verify")
         if len(self._passed) >= self.size:
             self._passed.clear()

@@ -1,6 +1,7 @@
 """The messaging process's view of the other processes, over the bus (the edge of its domain code).
 
-identity: who we are, other nodes' public keys, unwrapping a session key with our master key;
+identity: who we are, other nodes' public keys, sealing and opening messages (it holds the keys and
+the cipher, so this process loads neither);
 dht: nicknames; transport: sending `Message` packets, pinging, presence; api: pushing a message
 to WebSocket clients.
 """
@@ -9,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from common import crypto, subjects
+from common import codec, subjects
 from common.bus import Bus
 from common.errors import InvalidArgumentError, NodeError, NotFoundError
+from common.rsa_public import CryptoError, b64, load_public_key, unb64
+from services.messaging import envelope
 from services.messaging.contacts import ContactStates
 from services.transport.peer_ids import idurl_to_global_id, to_idurl
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 MY_IDENTITY_TTL = 30.0
 PUBLIC_KEY_TTL = 60.0
@@ -38,7 +38,7 @@ class BusPeers:
         self.contacts = contacts
         self._me: dict[str, Any] | None = None
         self._me_at = 0.0
-        self._keys: dict[str, tuple[float, RSAPublicKey]] = {}
+        self._keys: dict[str, tuple[float, str]] = {}
         self._brokers: dict[str, tuple[float, list[tuple[int, str]]]] = {}
 
     # ---- identity --------------------------------------------------------------------------------
@@ -59,15 +59,24 @@ class BusPeers:
         except NodeError:
             return None
 
-    async def unwrap(self, wrapped: bytes) -> bytes:
-        """A session key unwrapped by our master key (in the identity process)."""
-        me = await self.me()
-        reply = await self.bus.call_internal("identity", "unwrap", timeout=10, key_id=f"master${me['global_id']}",
-                                             data=crypto.b64(wrapped))
-        return crypto.unb64(str(reply["data"]))
+    async def seal(self, public_key: str, header: envelope.Header, data: dict[str, Any]) -> dict[str, Any]:
+        """The payload of `data` sealed for the holder of `public_key` (by the identity process)."""
+        reply = await self.bus.call_internal("identity", "seal", timeout=10, public_key=public_key,
+                                             data=b64(codec.dumps(data)), aad=b64(header.aad()))
+        return envelope.sealed_payload(header, unb64(str(reply["key"])), unb64(str(reply["body"])))
 
-    async def public_key(self, idurl: str, refresh: bool = False) -> RSAPublicKey:
-        """The master public key of `idurl`, from its verified identity (cached a minute).
+    async def open(self, sealed: envelope.Sealed, key_id: str | None = None) -> bytes:
+        """The plaintext of a sealed message, opened by the identity process with our master key or `key_id`.
+
+        Raises:
+            NodeError: 400 `undecryptable` when it was not sealed for that key; 5xx when identity is away.
+        """
+        reply = await self.bus.call_internal("identity", "open", timeout=10, key_id=key_id, key=b64(sealed.wrapped_key),
+                                             body=b64(sealed.body), aad=b64(sealed.header.aad()))
+        return unb64(str(reply["data"]))
+
+    async def public_key(self, idurl: str, refresh: bool = False) -> str:
+        """The master public key of `idurl` (OpenSSH text), from its verified identity (cached a minute).
 
         Raises:
             NotFoundError: the user's identity cannot be had (`user_not_found`).
@@ -77,8 +86,9 @@ class BusPeers:
             return cached[1]
         try:
             doc = await self.bus.call_internal("identity", "fetch", timeout=20, idurl=idurl, refresh=refresh)
-            key = crypto.load_public_key(str(doc.get("publickey") or ""))
-        except crypto.CryptoError:
+            key = str(doc.get("publickey") or "")
+            load_public_key(key)  # refused here, with a clear reason, rather than when sealing
+        except CryptoError:
             raise NotFoundError(f"identity of {idurl} has no valid key", reason="user_not_found") from None
         except NodeError as err:
             if err.status == 404:
@@ -194,16 +204,11 @@ class BusPeers:
                             timeout=20)
 
     async def sign_with(self, key_id: str, data: bytes) -> str:
-        reply = await self.bus.call_internal("identity", "sign", timeout=10, key_id=key_id, data=crypto.b64(data))
+        reply = await self.bus.call_internal("identity", "sign", timeout=10, key_id=key_id, data=b64(data))
         return str(reply["signature"])
 
-    async def unwrap_with(self, key_id: str, wrapped: bytes) -> bytes:
-        reply = await self.bus.call_internal("identity", "unwrap", timeout=10, key_id=key_id,
-                                             data=crypto.b64(wrapped))
-        return crypto.unb64(str(reply["data"]))
-
     async def verify_signature(self, idurl: str, data: bytes, signature: str) -> bool:
-        return bool(await self.bus.call_internal("identity", "verify", timeout=20, data=crypto.b64(data),
+        return bool(await self.bus.call_internal("identity", "verify", timeout=20, data=b64(data),
                                                  signature=signature, idurl=idurl))
 
     async def identity_call(self, method: str, timeout: float = 30, **kwargs: Any) -> Any:

@@ -228,7 +228,7 @@ class MessagingService(GroupEndpoints, ServiceBase):
         key = await self.peers.public_key(message.recipient, refresh=refresh)
         header = envelope.Header(message.msg_type, message.message_id, message.sender, message.recipient,
                                  message.time)
-        return envelope.seal(header, message.data, key)
+        return await self.peers.seal(key, header, message.data)
 
     # ---- internal verbs ----------------------------------------------------------------------------
 

@@ -87,6 +87,11 @@ class NodeClient:
         assert status == 200 and doc["status"] == "OK", (method_name, status, doc)
         return doc.get("result")
 
+    def maps(self, program: str) -> str:
+        """What one of the node's processes has mapped (`/proc/<pid>/maps`): which libraries it loaded."""
+        pids = {p["name"]: p["pid"] for p in self.ok("process_info")["processes"]}
+        return Path(f"/proc/{pids[program]}/maps").read_text()
+
 
 def _text(value: Any) -> str:
     if isinstance(value, bool):

@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Coroutine
 
 from kademlia.node import Node
@@ -226,6 +225,5 @@ def test_forged_layer_members_never_reach_dht_user_random(net, identities):
 
     # Those checks ran without `cryptography`: the dht process never maps it (common/rsa_public.py).
     for client in net.nodes:
-        pids = {p["name"]: p["pid"] for p in client.ok("process_info")["processes"]}
-        maps = Path(f"/proc/{pids['dht']}/maps").read_text()
+        maps = client.maps("dht")
         assert "uvloop" in maps and "cryptography" not in maps, client.name

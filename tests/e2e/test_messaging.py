@@ -85,6 +85,10 @@ def test_private_messages_between_three_nodes(net, identities):
     groups = nodes[0].ok("message_conversations_list", message_types=["group_message"])
     assert all(c["type"] == "group_message" and c["key_id"].startswith("group_") for c in groups)
     assert len(nodes[0].ok("message_conversations_list", limit=1)) == 1
+    # Sealed and opened by the identity process: messaging never maps `cryptography`.
+    for client in nodes:
+        maps = client.maps("messaging")
+        assert "uvloop" in maps and "cryptography" not in maps, client.name
 
 
 def test_by_idurl_and_outgoing_consumer(net, identities):

@@ -140,6 +140,10 @@ def test_group_messages_reach_every_member_once_in_one_order(group, identities):
     info = group.members[1].ok("group_info", group_key_id=group.key_id)
     assert info["active"] is True and info["active_broker_id"] and info["last_sequence_id"] >= 9
     assert _gid(identities, group.members[0]) in info["members"]
+    # Brokers checked membership proofs with common.rsa_public; nobody's messaging maps `cryptography`.
+    for client in [group.creator, *group.members, *group.brokers]:
+        maps = client.maps("messaging")
+        assert "uvloop" in maps and "cryptography" not in maps, client.name
 
 
 def test_member_away_gets_what_it_missed_in_order(group):

@@ -92,6 +92,21 @@ async def test_create_fetch_sign_verify_and_events(bus_home):
             assert crypto.unb64(unwrapped["data"]) == b"k" * 32
             await _raises(bus.call_internal("identity", "unwrap", key_id=signed["key_id"], data=crypto.b64(b"x")),
                           400, "unwrap_failed")
+
+            # Messages are sealed and opened here (the messaging process loads no cipher).
+            aad = crypto.b64(b'{"message_id":"private_1"}')
+            sealed = await bus.call_internal("identity", "seal", public_key=mine["publickey"],
+                                             data=crypto.b64(b'{"text":"hi"}'), aad=aad)
+            assert b"hi" not in crypto.unb64(sealed["body"])
+            opened = await bus.call_internal("identity", "open", key=sealed["key"], body=sealed["body"], aad=aad)
+            assert crypto.unb64(opened["data"]) == b'{"text":"hi"}'
+            for altered in ({"aad": crypto.b64(b"{}")}, {"key": crypto.b64(b"x" * 256)},
+                            {"body": crypto.b64(crypto.unb64(sealed["body"])[:-1] + b"?")}):
+                await _raises(bus.call_internal("identity", "open", **{**sealed, "aad": aad, **altered}),
+                              400, "undecryptable")
+            await _raises(bus.call_internal("identity", "seal", public_key="ssh-rsa AAAA", data=aad, aad=aad),
+                          400, "invalid_key")
+            await _raises(bus.call_internal("identity", "open", key=sealed["key"], body="%%%", aad=aad), 400)
             await _raises(bus.call_internal("identity", "fetch", idurl=f"http://127.0.0.1:{port}/nobody.xml"),
                           404, "identity_not_found")
 

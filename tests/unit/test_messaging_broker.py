@@ -17,6 +17,7 @@ from services.messaging.groups import Groups
 from services.messaging.membership import cert_payload, proof_payload
 from services.messaging.queue_store import QueueStore
 from services.messaging.store import MessageStore, StoredMessage
+from tests.unit.sealing import open_with, seal
 
 CREATOR = "http://127.0.0.1:8084/alice.xml"
 BOB = "http://127.0.0.1:8084/bob.xml"
@@ -71,8 +72,11 @@ class Net:
         key = self.world.group_key if self.holds_key else crypto.generate_private_key(1024)
         return crypto.b64(crypto.sign(key, data))
 
-    async def unwrap_with(self, key_id: str, wrapped: bytes) -> bytes:
-        return crypto.unwrap_key(self.world.group_key, wrapped)
+    async def seal(self, public_key: str, header: envelope.Header, data: dict[str, Any]) -> dict[str, Any]:
+        return seal(header, data, public_key)
+
+    async def open(self, sealed: envelope.Sealed, key_id: str | None = None) -> bytes:
+        return open_with(self.world.group_key, sealed)
 
     async def random_brokers(self, count: int) -> list[str]:
         return [B0, B1][:count]
@@ -173,12 +177,12 @@ async def test_non_members_and_forged_senders_are_dropped_and_counted(world: Wor
     assert broker.dropped["not_member"] == 1
     # Alice's proof replayed by Eve does not name Eve.
     header = envelope.Header("group_message", "group_1", EVE, GROUP, 1.0)
-    sealed = envelope.seal(header, {"text": "x"}, crypto.load_public_key(world.public))
+    sealed = seal(header, {"text": "x"}, world.public)
     reply = await broker.handle(EVE, request("produce", GROUP, cert=cert, proof=proof, sealed=sealed))
     assert reply["command"] == "Fail" and broker.dropped["not_member"] == 2
     # A member claiming someone else's message.
     header = envelope.Header("group_message", "group_2", BOB, GROUP, 1.0)
-    sealed = envelope.seal(header, {"text": "x"}, crypto.load_public_key(world.public))
+    sealed = seal(header, {"text": "x"}, world.public)
     reply = await broker.handle(CREATOR, request("produce", GROUP, cert=cert, proof=proof, sealed=sealed))
     assert reply["payload"]["reason"] == "forged_sender"
     # A certificate not signed by the creator.

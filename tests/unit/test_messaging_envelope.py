@@ -7,6 +7,7 @@ import pytest
 from common import crypto
 from services.messaging import envelope
 from services.messaging.envelope import EnvelopeError, Header
+from tests.unit.sealing import seal
 
 ALICE = "http://127.0.0.1:8084/alice.xml"
 BOB = "http://127.0.0.1:8084/bob.xml"
@@ -16,14 +17,14 @@ NOW = 1_800_000_000.0
 
 def _sealed(**changes: object) -> dict:
     header = Header("private_message", envelope.new_message_id(), ALICE, BOB, NOW)
-    doc = envelope.seal(header, {"message": "hi"}, KEY.public_key())
+    doc = seal(header, {"message": "hi"}, KEY.public_key())
     doc.update(changes)
     return doc
 
 
 def _open(doc: dict) -> dict:
     sealed = envelope.parse(doc)
-    return envelope.open_body(sealed, crypto.unwrap_key(KEY, sealed.wrapped_key))
+    return envelope.decode_body(crypto.open_sealed(KEY, sealed.wrapped_key, sealed.body, sealed.header.aad()))
 
 
 def test_round_trip_and_fresh_session_keys():
@@ -37,9 +38,8 @@ def test_round_trip_and_fresh_session_keys():
 def test_header_is_bound_to_the_body():
     for field, value in (("sender", "http://127.0.0.1:8084/mallory.xml"), ("message_id", "private_1"),
                          ("time", NOW + 1), ("recipient", ALICE)):
-        with pytest.raises(EnvelopeError) as err:
+        with pytest.raises(crypto.CryptoError):
             _open(_sealed(**{field: value}))
-        assert err.value.reason == "undecryptable", field
 
 
 def test_malformed_is_refused():
@@ -52,10 +52,7 @@ def test_malformed_is_refused():
 
 def test_body_must_be_an_object():
     header = Header("private_message", "private_1", ALICE, BOB, NOW)
-    session = crypto.new_session_key()
-    doc = envelope.seal(header, {}, KEY.public_key())
-    doc["key"] = crypto.b64(crypto.wrap_key(KEY.public_key(), session))
-    doc["body"] = crypto.b64(crypto.aes_encrypt(session, b"[1, 2]", header.aad()))
+    doc = envelope.sealed_payload(header, *crypto.seal(KEY.public_key(), b"[1, 2]", header.aad()))
     with pytest.raises(EnvelopeError) as err:
         _open(doc)
     assert err.value.reason == "malformed"

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from common import crypto
-from common.errors import NotFoundError, UnavailableError
-from services.messaging import envelope
-from services.messaging.envelope import Header
+from common.errors import UnavailableError
+from services.messaging.envelope import Header, Sealed
 from services.messaging.inbox import MessageInbox
 from services.messaging.store import MessageStore, StoredMessage
+from tests.unit.sealing import open_with, seal
 
 ALICE = "http://127.0.0.1:8084/alice.xml"
 BOB = "http://127.0.0.1:8084/bob.xml"
@@ -22,7 +22,7 @@ NOW = 1_800_000_000.0
 
 
 class BobKeys:
-    """Bob's keyring: unwrap with his key (or fail like the identity process does)."""
+    """Bob's keyring: open with his key (or fail like the identity process does)."""
 
     def __init__(self) -> None:
         self.down = False
@@ -30,13 +30,10 @@ class BobKeys:
     async def my_idurl(self) -> str | None:
         return BOB
 
-    async def unwrap(self, wrapped: bytes) -> bytes:
+    async def open(self, sealed: Sealed) -> bytes:
         if self.down:
             raise UnavailableError("identity is restarting")
-        try:
-            return crypto.unwrap_key(BOB_KEY, wrapped)
-        except crypto.CryptoError:
-            raise NotFoundError("cannot unwrap", reason="unwrap_failed", status=400) from None
+        return open_with(BOB_KEY, sealed)
 
 
 @pytest.fixture
@@ -55,7 +52,7 @@ def inbox(tmp_path: Path):
 def _packet(creator: str = ALICE, sender: str = ALICE, recipient: str = BOB, key=BOB_KEY, when: float = NOW,
             message_id: str = "private_1", data: dict | None = None) -> dict:
     header = Header("private_message", message_id, sender, recipient, when)
-    payload = envelope.seal(header, data or {"message": "hello"}, key.public_key())
+    payload = seal(header, data or {"message": "hello"}, key.public_key())
     return {"command": "Message", "creator_idurl": creator, "owner_idurl": creator, "packet_id": "p1",
             "payload": payload}
 
