@@ -20,6 +20,7 @@ from common import codec, subjects
 from common.endpoint import Reply, endpoint
 from common.errors import InvalidArgumentError, NodeError, NotFoundError
 from common.fsutil import user_path
+from common.memory import Trimmer
 from common.process import ProcessContext, ServiceBase
 from common.values import as_bool
 from services.storage.catalog import DIR, Item, split_remote_path
@@ -60,6 +61,8 @@ class StorageService(SharesEndpoints, ServiceBase):
         self._restore_until: float | None = time.monotonic()
         """While set, the upkeep tries to restore a catalog instead of hiring (once at start)."""
         self._share_history: list[dict[str, Any]] = []
+        # Blocks freed by worker threads stay at the top of their arena: given back once transfers stop.
+        self.trimmer = Trimmer(idle=self.customer.transfers.idle)
 
     # ---- life cycle -------------------------------------------------------------------------------
 
@@ -75,6 +78,7 @@ class StorageService(SharesEndpoints, ServiceBase):
             self._subscriptions.append(await nc.subscribe(subjects.event(event_id), cb=self._on_identity))
         self._subscriptions.append(await nc.subscribe(subjects.event("node-disconnected"), cb=self._on_disconnected))
         self._loop = self.ctx.bus.spawn(self._upkeep())
+        self.trimmer.start()
 
     async def stop(self) -> None:
         for sub in self._subscriptions:
@@ -82,6 +86,7 @@ class StorageService(SharesEndpoints, ServiceBase):
                 await sub.unsubscribe()
         if self._loop is not None:
             self._loop.cancel()
+        await self.trimmer.stop()
         self.customer.close()
         self.supplier.close()
 

@@ -140,6 +140,11 @@ class Transfers:
         self.repairs_done = 0
         self.staging = spool.StagingBuffers()
 
+    def idle(self) -> bool:
+        """True when no upload, download or rebuild is running (their worker threads are free)."""
+        return all(job.done.is_set() for jobs in (self.uploads, self.downloads, self.rebuilds)
+                   for job in jobs.values())
+
     # ---- upload ---------------------------------------------------------------------------------
 
     async def upload(self, job: Job, item: Item, source: Path, session_key: bytes, suppliers: list[str],
@@ -315,20 +320,27 @@ class Transfers:
         """Send the supplier now at `position` its fragment of every block of `versions`."""
         job.blocks_total = sum(len(self.catalog.blocks(v.uid)) for _, v in versions)
         sent = 0
-        for key_id, version in versions:
-            if version.suppliers != len(suppliers):
-                continue
-            for block in self.catalog.blocks(version.uid):
-                shares, _ = await self.mover.fetch_shares(key_id, version, block, suppliers, None, skip={position})
-                if len(shares) >= blocks.data_shares(version.suppliers):
-                    sent += await self.mover.repair(key_id, version, block, shares, [position], suppliers)
-                else:
-                    job.error = f"block {block.block_no} of {version.uid} could not be rebuilt"
-                job.blocks_done += 1
-                job.bytes_done += block.plain_size
-        job.state = READY if not job.error else FAILED
-        job.finished = time.time()
-        job.done.set()
+        try:
+            for key_id, version in versions:
+                if version.suppliers != len(suppliers):
+                    continue
+                for block in self.catalog.blocks(version.uid):
+                    shares, _ = await self.mover.fetch_shares(key_id, version, block, suppliers, None,
+                                                              skip={position})
+                    if len(shares) >= blocks.data_shares(version.suppliers):
+                        sent += await self.mover.repair(key_id, version, block, shares, [position], suppliers)
+                    else:
+                        job.error = f"block {block.block_no} of {version.uid} could not be rebuilt"
+                    job.blocks_done += 1
+                    job.bytes_done += block.plain_size
+        except BaseException as err:
+            # Stopped or failed part way: the job says so rather than staying "running" for good.
+            job.error = job.error or getattr(err, "message", None) or str(err) or type(err).__name__
+            raise
+        finally:
+            job.state = READY if not job.error else FAILED
+            job.finished = time.time()
+            job.done.set()
         return sent
 
     def fragment_name(self, key_id: str, uid: str, block_no: int, position: int) -> str:

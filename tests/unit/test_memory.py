@@ -54,3 +54,40 @@ async def test_the_trimmer_runs_in_the_background_until_stopped():
     trims = trimmer.trims
     await asyncio.sleep(0.05)
     assert trimmer.trims == trims
+
+
+def test_what_worker_threads_freed_at_the_top_of_their_arena_is_returned_when_idle():
+    code = textwrap.dedent("""
+        import asyncio
+        from common.memory import Trimmer
+
+        def rss_mib():
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) // 1024
+
+        def work():
+            big = bytearray(16 * 1024 * 1024)  # mapped, then freed: later blocks come from this thread's heap
+            del big
+            blocks = [bytearray(b"x" * (4 * 1024 * 1024)) for _ in range(4)]
+            return sum(len(block) for block in blocks)
+
+        async def main():
+            trimmer = Trimmer(threshold=8 * 1024 * 1024, idle=lambda: True)
+            await asyncio.gather(*(asyncio.to_thread(work) for _ in range(2)))
+            trimmer.trim_if_worth()
+            kept = rss_mib()
+            print(trimmer.free_bytes() > 12 * 1024 * 1024)  # malloc_trim left the workers' heap tops
+            await trimmer.trim_worker_arenas()
+            print(kept - rss_mib() > 12, trimmer.free_bytes() < 8 * 1024 * 1024, trimmer.worker_trims)
+            # The next burst is served as before, and the heap is given back again when it is done.
+            await asyncio.gather(*(asyncio.to_thread(work) for _ in range(2)))
+            trimmer.trim_if_worth()
+            await trimmer.trim_worker_arenas()
+            print(rss_mib() - kept < -12)
+
+        asyncio.run(main())
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={"MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["True", "True True 1", "True"]
