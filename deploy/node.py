@@ -160,7 +160,7 @@ def start(home: NodeHome, wait: bool = True, timeout: float = 30) -> float:
     began = time.monotonic()
     if not is_running(home):
         conf = render(home)
-        argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+        argv = [sys.executable, "-m", "deploy.supervise", "-c", str(conf)]
         subprocess.run(netns.command(netns.namespace_of(home.run), argv), check=True, cwd=PROJECT_DIR)
         _wake(home)
     if wait:

@@ -81,6 +81,10 @@ def test_bus_and_gateway_share_one_cpu_after_restarts(solo):
     # uvloop runs every Python process (nothing else maps its library).
     for name in node.PYTHON_PROGRAMS:
         assert "uvloop/loop" in Path(f"/proc/{pids[name]}/maps").read_text(), name
+    # supervisord runs without `ssl` (deploy/supervise.py): it makes no TLS connection.
+    supervisord = int((solo.home.run / "supervisord.pid").read_text())
+    maps = Path(f"/proc/{supervisord}/maps").read_text()
+    assert "deploy.supervise" in Path(f"/proc/{supervisord}/cmdline").read_text() and "_ssl" not in maps
 
 
 def test_config_survives_process_restart(solo):
