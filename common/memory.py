@@ -12,13 +12,14 @@ only. What worker threads free at the top of their own arena (the customer's sto
 MB after the storage demo) takes one more step, `trim_worker_arenas`, run only while the process
 says it is idle (`idle`): glibc shrinks a thread's heap when a chunk of 64 KiB or more is freed
 next to its top and the top is over the trim threshold, so for a moment the threshold is lowered
-and every worker thread frees such a chunk. The thresholds are then fixed at the ceilings glibc's
-own dynamic rule would reach (blocks up to 32 MiB from the heap, 32 MiB kept at a heap's top, as
-after 16 MiB blocks), because setting one ends that rule: transfers stay as fast, and idle time gives the memory back.
-One arena for all threads (`MALLOC_ARENA_MAX=1`) would also do it, but cost the storage process
-0.5–1.3 CPU ms more per MiB downloaded (docs/decisions.md).
+and every worker thread frees such a chunk. Setting a threshold ends glibc's dynamic rule, so both
+are then fixed where that rule leaves them after 16 MiB blocks (blocks up to 32 MiB from the heap,
+32 MiB kept at a heap's top): transfers stay as fast, and idle time gives the memory back. One
+arena for all threads (`MALLOC_ARENA_MAX=1`) would also do it, but cost the storage process 0.5–1.3
+CPU ms more per MiB downloaded (docs/decisions.md).
 Without glibc 2.33 or later (no `mallinfo2`) the trimmer does nothing.
 """
+
 from __future__ import annotations
 
 import asyncio

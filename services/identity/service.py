@@ -281,11 +281,11 @@ class IdentityService(KeysEndpoints):
             key = crypto.load_public_key(public_key)
         except crypto.CryptoError:
             raise InvalidArgumentError("public_key is not a valid RSA public key", reason="invalid_key") from None
-        plain = _unb64(data, "data")
+        plain, bound = _unb64(data, "data"), _unb64(aad, "aad")
         if len(plain) > INLINE_SEAL_LIMIT:
-            wrapped, body = await asyncio.to_thread(crypto.seal, key, plain, _unb64(aad, "aad"))
+            wrapped, body = await asyncio.to_thread(crypto.seal, key, plain, bound)
         else:  # a public-key operation and a short cipher pass: cheaper than the hop to a thread
-            wrapped, body = crypto.seal(key, plain, _unb64(aad, "aad"))
+            wrapped, body = crypto.seal(key, plain, bound)
         return {"key": crypto.b64(wrapped), "body": crypto.b64(body)}
 
     @endpoint("open", internal=True)

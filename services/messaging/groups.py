@@ -9,10 +9,10 @@ its `last_seq`. A broker that fails (no answer, its messaging process gone) is s
 the queue on every fetch, switching brokers neither skips nor repeats a message, and a member
 that was away (left, stopped, restarted) gets what it missed, in order, on its next fetch.
 
-Sending: the data is sealed to the group key (a fresh AES-256-GCM key per message, wrapped by
-the group's RSA public key, by the identity process: brokers see only ciphertext) and offered to the brokers in position
-order until one acknowledges it with its sequence number. A resend after a lost answer carries
-the same message id, which brokers recognise.
+Sending: the data is sealed to the group key by the identity process (a fresh AES-256-GCM key per
+message, wrapped by the group's RSA public key: brokers see only ciphertext) and offered to the
+brokers in position order until one acknowledges it with its sequence number. A resend after a
+lost answer carries the same message id, which brokers recognise.
 
 The creator's side (`ensure_brokers`): hire brokers from the DHT's brokers layer for the missing
 positions and publish each in a signed `message_broker` record.

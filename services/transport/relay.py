@@ -18,8 +18,9 @@ ordinary way: a NATed node can dial out, and a link it opened carries traffic bo
 
 What a relay spends is bounded: only authenticated links may ask (`max_routes` clients at once, at
 most `max_routes_per_host` of them from one IP address, so that one host's many identities cannot
-take every route) or relay; RELAY frames obey the frame size limit and the link's read queue, and a relay awaits each
-forward before reading the next frame, so a fast sender is slowed to the target's pace.
+take every route) or relay; RELAY frames obey the frame size limit and the link's read queue, and
+a relay awaits each forward before reading the next frame, so a fast sender is slowed to the
+target's pace.
 """
 
 from __future__ import annotations
