@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from common import crypto
 from common.errors import InvalidArgumentError
-from services.identity import ids
+from common import ids
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.fsutil import atomic_write
-from services.identity import document, ids
+from common import ids
+from services.identity import document
 from services.identity.document import DocumentError, IdentityDocument
 
 log = logging.getLogger(__name__)

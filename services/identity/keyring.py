@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from common import crypto
 from common.fsutil import atomic_write
-from services.identity import ids
+from common import ids
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -103,11 +103,6 @@ class KeyRecord:
             signature=str(doc.get("signature") or ""),
             created=float(doc.get("created") or time.time()),
         )
-
-
-def key_signature_payload(key_id: str, public_ssh: str) -> bytes:
-    """What a creator signs to vouch for a key: its id and public half."""
-    return f"bitdust-key:{key_id}:{public_ssh}".encode()
 
 
 def fingerprint(public: rsa.RSAPublicKey) -> str:

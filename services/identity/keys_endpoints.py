@@ -17,8 +17,10 @@ from common.endpoint import Reply, endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
 from common.process import ServiceBase
 from common.values import as_bool
-from services.identity import ids, keyshare
-from services.identity.keyring import KeyRecord, key_signature_payload
+from common import ids
+from services.identity import keyshare
+from common.ids import key_signature_payload
+from services.identity.keyring import KeyRecord
 from services.identity.keyshare import ShareError
 
 if TYPE_CHECKING:

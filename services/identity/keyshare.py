@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from common import crypto
 from common.errors import InvalidArgumentError
-from services.identity import ids
+from common import ids
 from services.identity.keyring import KeyRecord
 
 if TYPE_CHECKING:

@@ -21,7 +21,8 @@ from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFou
 from common.fsutil import atomic_write
 from common.process import ProcessContext
 from common.values import as_bool
-from services.identity import document, ids
+from common import ids
+from services.identity import document
 from services.identity.document import DocumentError, IdentityDocument
 from services.identity.idcache import CacheConflictError, IdentityCache
 from services.identity.idclient import IdServerClient

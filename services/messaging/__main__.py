@@ -6,10 +6,8 @@ from common import lean
 lean.skip("aiohttp")  # serves and fetches no HTTP
 lean.import_bus_client()
 # cryptography (about 9.5 MB) is never loaded here: the identity process seals and opens messages, and
-# membership proofs are checked with common.rsa_public. `common.crypto` stays a stand-in for the
-# modules that name it (services.identity.keyring); touching it would fail, loudly.
+# membership proofs are checked with common.rsa_public.
 lean.skip("cryptography")
-lean.defer("common.crypto")
 
 from common.process import run  # noqa: E402
 from services.messaging.service import MessagingService  # noqa: E402

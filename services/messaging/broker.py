@@ -46,7 +46,7 @@ from services.messaging.envelope import EnvelopeError
 from services.messaging.inbox import ack, fail
 from services.messaging.membership import MembershipError, ProofCache, cert_payload, creator_of, is_group_id
 from services.messaging.queue_store import CONFLICT, CONSUMER, GAP, OK, PRODUCER, Entry, QueueStore
-from services.transport.peer_ids import idurl_to_global_id
+from common.ids import idurl_to_global_id
 
 log = logging.getLogger(__name__)
 

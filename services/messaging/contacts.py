@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from services.transport.peer_ids import idurl_to_global_id
+from common.ids import idurl_to_global_id
 
 CONNECTED = "CONNECTED"
 OFFLINE = "OFFLINE"

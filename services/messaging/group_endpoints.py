@@ -27,7 +27,7 @@ from services.messaging.broker import PRIMARY
 from services.messaging.group_store import GroupRecord
 from services.messaging.membership import alias_of, check_group_id, creator_of
 from services.messaging.queue_store import CONSUMER, PRODUCER
-from services.transport.peer_ids import idurl_to_global_id, to_idurl
+from common.ids import idurl_to_global_id, idurl_of
 
 if TYPE_CHECKING:
     from services.messaging.broker import Broker
@@ -106,7 +106,7 @@ class GroupEndpoints(ServiceBase):
         if label is not None and not isinstance(label, str):
             raise InvalidArgumentError("label must be text", reason="invalid_argument")
         me = await self.peers.me()
-        if creator_id and to_idurl(str(creator_id)) != me["idurl"]:
+        if creator_id and idurl_of(str(creator_id)) != me["idurl"]:
             raise InvalidArgumentError("a group can only be created by this node's own identity",
                                        reason="invalid_argument")
         seconds = float(timeout) if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else 30.0

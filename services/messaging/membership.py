@@ -19,8 +19,8 @@ from typing import Any
 
 from common import rsa_public
 from common.errors import InvalidArgumentError
-from services.identity.keyring import key_signature_payload
-from services.transport.peer_ids import to_idurl
+from common.ids import key_signature_payload
+from common.ids import idurl_of
 
 GROUP_PREFIX = "group_"
 _GROUP_RE = re.compile(r"^group_[0-9a-zA-Z_.\-]{1,64}\$[^$@\s]+@[^$@\s]+$")
@@ -48,7 +48,7 @@ def is_group_id(text: Any) -> bool:
 
 def creator_of(group_key_id: str) -> str:
     """The IDURL of the user who created the group (named in its key id)."""
-    return to_idurl(group_key_id)
+    return idurl_of(group_key_id)
 
 
 def alias_of(group_key_id: str) -> str:

@@ -18,7 +18,7 @@ from common.errors import InvalidArgumentError, NodeError, NotFoundError
 from common.rsa_public import CryptoError, b64, load_public_key, unb64
 from services.messaging import envelope
 from services.messaging.contacts import ContactStates
-from services.transport.peer_ids import idurl_to_global_id, to_idurl
+from common.ids import idurl_to_global_id, idurl_of
 
 MY_IDENTITY_TTL = 30.0
 PUBLIC_KEY_TTL = 60.0
@@ -114,7 +114,7 @@ class BusPeers:
                 raise NotFoundError(f"nickname {text} was not found", reason="user_not_found")
             idurl = str(found["idurl"])
         else:
-            idurl = to_idurl(text)
+            idurl = idurl_of(text)
         await self.public_key(idurl)
         return idurl
 

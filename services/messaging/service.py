@@ -38,7 +38,7 @@ from services.messaging.courier import Courier
 from services.messaging.inbox import MessageInbox, fail
 from services.messaging.peers import BusPeers
 from services.messaging.store import DELIVERED, PENDING, MessageStore, StoredMessage
-from services.transport.peer_ids import idurl_to_global_id, to_idurl
+from common.ids import idurl_to_global_id, idurl_of
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ class MessagingService(GroupEndpoints, ServiceBase):
     async def _history_peer(self, user_id: str) -> str:
         if "@" not in user_id and "://" not in user_id:
             return await self.peers.resolve(user_id)
-        return to_idurl(user_id)
+        return idurl_of(user_id)
 
     @endpoint()
     async def message_conversations_list(self, message_types: Any = None, offset: Any = 0,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from common import codec
-from services.transport.peer_ids import idurl_to_global_id
+from common.ids import idurl_to_global_id
 from common.fsutil import open_sqlite
 
 PENDING = "pending"

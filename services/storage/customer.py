@@ -23,7 +23,7 @@ from services.storage.catalog import DIR, FILE, READY, UPLOADING, Catalog, Item,
 from services.storage.employer import OFFLINE, Employer
 from services.storage.fragments import Mover, index_name, key_tag, version_prefix
 from services.storage.transfers import Job, Transfers
-from services.transport.peer_ids import idurl_to_global_id
+from common.ids import idurl_to_global_id
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from common.automat import Automat, AutomatRegistry
 from common.errors import InvalidArgumentError, NodeError
 from common.fsutil import atomic_write
 from services.storage.blocks import ecc_map_name
-from services.transport.peer_ids import to_idurl
+from common.ids import idurl_of
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class Employer:
         found = []
         for item in str(self.option("services/employer/candidates") or "").split(","):
             try:
-                found.append(to_idurl(item.strip()))
+                found.append(idurl_of(item.strip()))
             except InvalidArgumentError:
                 if item.strip():
                     log.warning("ignoring malformed supplier candidate %r", item.strip())

@@ -30,7 +30,7 @@ from services.storage.shares import SharesEndpoints
 from services.storage.supplier import SupplierRole
 from services.storage.transfers import Job
 from services.storage.wire import BusPeers
-from services.transport.peer_ids import idurl_to_global_id, to_idurl
+from common.ids import idurl_to_global_id, idurl_of
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class StorageService(SharesEndpoints, ServiceBase):
         versions = catalog.versions(item.id)
         latest = next((v for v in versions if v.state == "ready"), None)
         info: dict[str, Any] = {
-            "customer": global_id, "idurl": owner or to_idurl(global_id), "key_id": item.key_id,
+            "customer": global_id, "idurl": owner or idurl_of(global_id), "key_id": item.key_id,
             "key_alias": item.key_id.split("$", 1)[0], "global_id": f"{item.key_id}:{item.id}",
             "path_id": str(item.id), "path": item.path, "name": item.name, "remote_path": item.remote_path,
             "type": item.type, "size": latest.size if latest else 0,
@@ -272,7 +272,7 @@ class StorageService(SharesEndpoints, ServiceBase):
         kind = DIR if as_bool(as_folder, "as_folder") else "file"
         item, created = self.customer.catalog.create(key_id, path, kind, exist_ok=as_bool(exist_ok, "exist_ok"))
         self.customer.backup_later(key_id)
-        result = {"created": created, "customer": to_idurl(key_id.split("$", 1)[1]), "global_id":
+        result = {"created": created, "customer": idurl_of(key_id.split("$", 1)[1]), "global_id":
                   f"{key_id}:{item.id}", "key_id": key_id, "path": path, "path_id": str(item.id),
                   "remote_path": item.remote_path, "type": "dir" if kind == DIR else "file"}
         what = "folder" if kind == DIR else "file"
@@ -410,7 +410,7 @@ class StorageService(SharesEndpoints, ServiceBase):
     async def suppliers_list(self, customer_id: str | None = None, verbose: Any = False) -> list[dict[str, Any]]:
         if customer_id:
             me = await self.peers.my_idurl()
-            idurl = to_idurl(customer_id)
+            idurl = idurl_of(customer_id)
             if idurl != me:
                 suppliers = await self.peers.suppliers_of(idurl)
                 return [{"position": i, "idurl": s, "global_id": idurl_to_global_id(s) if s else "",
@@ -428,7 +428,7 @@ class StorageService(SharesEndpoints, ServiceBase):
             except (TypeError, ValueError):
                 raise InvalidArgumentError("position must be an integer", reason="invalid_argument") from None
         elif supplier_id:
-            found = employer.position_of(to_idurl(supplier_id))
+            found = employer.position_of(idurl_of(supplier_id))
             if found is None:
                 raise NotFoundError(f"{supplier_id} is not one of my suppliers", reason="supplier_not_found")
             index = found
@@ -437,7 +437,7 @@ class StorageService(SharesEndpoints, ServiceBase):
         if not 0 <= index < len(employer.positions):
             raise InvalidArgumentError(f"position must be 0..{len(employer.positions) - 1}", reason="invalid_argument")
         old = employer.positions[index].idurl
-        pos = await employer.change(index, to_idurl(new_supplier_id) if new_supplier_id else None)
+        pos = await employer.change(index, idurl_of(new_supplier_id) if new_supplier_id else None)
         return Reply({"position": index, "old_idurl": old, "idurl": pos.idurl, "supplier_state": pos.state,
                       "global_id": idurl_to_global_id(pos.idurl)},
                      f"supplier {idurl_to_global_id(old) if old else '-'} at position {index} will be replaced by "
@@ -478,7 +478,7 @@ class StorageService(SharesEndpoints, ServiceBase):
 
     @endpoint()
     async def customer_reject(self, customer_id: str, erase_customer_key: Any = True) -> Reply:
-        idurl = to_idurl(customer_id)
+        idurl = idurl_of(customer_id)
         if idurl not in {c["idurl"] for c in self.supplier.customers()}:
             raise NotFoundError(f"{customer_id} is not a customer of this node", reason="customer_not_found")
         result = await self.supplier.reject(idurl)

@@ -16,7 +16,7 @@ from common.errors import NodeError, NotFoundError
 from common.values import as_bool
 from services.storage.customer import Customer
 from services.storage.wire import BusPeers
-from services.transport.peer_ids import idurl_to_global_id, to_idurl
+from common.ids import idurl_to_global_id, idurl_of
 
 
 class SharesEndpoints:
@@ -38,7 +38,7 @@ class SharesEndpoints:
     def _share_info(self, key: dict[str, Any], mine: str | None) -> dict[str, Any]:
         key_id = str(key["key_id"])
         creator_global = key_id.split("$", 1)[1]
-        creator = to_idurl(creator_global)
+        creator = idurl_of(creator_global)
         suppliers = self.customer.employer.idurls() if creator == mine else []
         return {"active": bool(key.get("active", True)), "alias": key.get("alias"), "creator": creator_global,
                 "creator_idurl": creator, "key_id": key_id, "label": key.get("label"),
@@ -94,9 +94,9 @@ class SharesEndpoints:
                           publish_events: Any = True) -> Reply:
         share = await self._share(key_id)
         mine = await self.peers.my_idurl()
-        if to_idurl(key_id.split("$", 1)[1]) != mine:
+        if idurl_of(key_id.split("$", 1)[1]) != mine:
             raise NodeError(f"share {key_id} was not created by this node", reason="share_not_mine", status=409)
-        grantee = to_idurl(trusted_user_id)
+        grantee = idurl_of(trusted_user_id)
         wait = float(timeout or 45)
         granted = await self.customer.grant(key_id, grantee)
         await self.peers.api("identity", "key_share", wait=wait + 5, key_id=key_id, trusted_user_id=trusted_user_id,
@@ -109,7 +109,7 @@ class SharesEndpoints:
     async def share_open(self, key_id: str, publish_events: Any = False) -> Reply:
         await self._share(key_id)
         mine = await self.peers.my_idurl()
-        creator = to_idurl(key_id.split("$", 1)[1])
+        creator = idurl_of(key_id.split("$", 1)[1])
         added = 0
         if creator != mine:
             suppliers = await self.peers.suppliers_of(creator)

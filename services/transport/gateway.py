@@ -24,7 +24,7 @@ from common import packet as packets
 from common.automat import AutomatRegistry
 from common.errors import ConflictError, DeadlineError, NodeError, NotFoundError, UnavailableError
 from common.packet import Packet, PacketError
-from services.transport.peer_ids import idurl_to_global_id
+from common.ids import idurl_to_global_id
 from services.transport.presence import PresenceBook, PresenceObserver
 from services.transport.protocol import Buffer, Link, PeerUnreachableError, Transport
 from services.transport.replay import ReplayCache

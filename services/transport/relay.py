@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from common import codec
 from common.background import Background
 from services.transport.framing import FrameKind
-from services.transport.peer_ids import parse_tcp_contact
+from common.ids import parse_tcp_contact
 from services.transport.protocol import Buffer, PeerUnreachableError
 
 if TYPE_CHECKING:

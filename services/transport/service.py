@@ -50,7 +50,7 @@ from common.process import ProcessContext, ServiceBase
 from services.transport import network, relay
 from services.transport.files import PayloadFiles
 from services.transport.gateway import Gateway, inbox_body, payload_fields
-from services.transport.peer_ids import idurl_to_global_id, to_idurl
+from common.ids import idurl_to_global_id, idurl_of
 from services.transport.presence import CONNECTED, OFFLINE
 from services.transport.protocol import PeerUnreachableError
 from services.transport.tcp import TcpOptions, TcpTransport
@@ -235,7 +235,7 @@ class TransportService(ServiceBase):
     async def _relay_candidates(self) -> list[str]:
         """`preferred-routers` first, then nodes announced on the DHT's PROXY_ROUTERS layer."""
         text = str(self.ctx.config.get(PROXY_TRANSPORT_OPTIONS + "preferred-routers") or "")
-        found = [to_idurl(item.strip()) for item in text.split(",") if item.strip()]
+        found = [idurl_of(item.strip()) for item in text.split(",") if item.strip()]
         try:
             found += [str(i) for i in await self.ctx.bus.call(
                 subjects.api("dht", "dht_user_random"), {"layer_id": PROXY_ROUTERS_LAYER, "count": RELAY_CANDIDATES},
@@ -443,7 +443,7 @@ class TransportService(ServiceBase):
 
     @endpoint()
     async def user_ping(self, user_id: str, timeout: float | None = None, retries: int = 1) -> Reply:
-        idurl = to_idurl(user_id)
+        idurl = idurl_of(user_id)
         attempts = max(1, int(retries or 1))
         wait = float(timeout) if timeout else DEFAULT_PING_TIMEOUT
         me = self.gateway.me or {}
@@ -466,7 +466,7 @@ class TransportService(ServiceBase):
 
     @endpoint()
     async def user_status(self, user_id: str) -> dict[str, Any]:
-        idurl = to_idurl(user_id)
+        idurl = idurl_of(user_id)
         state = self.gateway.presence.state(idurl)
         if state is None:
             try:
@@ -478,7 +478,7 @@ class TransportService(ServiceBase):
 
     @endpoint()
     async def user_status_check(self, user_id: str, timeout: float | None = None) -> dict[str, Any]:
-        idurl = to_idurl(user_id)
+        idurl = idurl_of(user_id)
         if self.gateway.presence.state(idurl) != CONNECTED:
             try:
                 wait = float(timeout or DEFAULT_PING_TIMEOUT)

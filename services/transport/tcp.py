@@ -22,7 +22,7 @@ from services.transport import handshake as hs
 from services.transport import relay
 from services.transport.connection import ConnectionMachine
 from services.transport.framing import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, FrameKind, frame_header
-from services.transport.peer_ids import idurl_to_global_id, parse_tcp_contact
+from common.ids import idurl_to_global_id, parse_tcp_contact
 from services.transport.protocol import Buffer, Credentials, LinkEvents, PeerUnreachableError
 
 if TYPE_CHECKING:

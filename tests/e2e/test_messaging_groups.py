@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from deploy import node
-from services.transport.peer_ids import idurl_to_global_id
+from common.ids import idurl_to_global_id
 from tests.e2e.client import NodeClient
 from tests.helpers import wait_for
 

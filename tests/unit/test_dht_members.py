@@ -12,7 +12,7 @@ import umsgpack
 from common import crypto
 from common.errors import InvalidArgumentError
 from services.dht import members, records
-from services.identity import ids
+from common import ids
 
 NOW = 1_800_000_000
 SIG_4096 = crypto.b64(os.urandom(512))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import InvalidArgumentError
-from services.identity import ids
+from common import ids
 
 
 def test_idurl_global_id_and_key_id_convert_both_ways():

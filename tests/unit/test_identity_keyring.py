@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from common import crypto
-from services.identity import ids
+from common import ids
 from services.identity.keyring import KeyRecord, Keyring
 
 OWNER = ids.parse_global_id("alice@127.0.0.1_8084")

@@ -6,7 +6,7 @@ import pytest
 
 from common.automat import AutomatRegistry
 from common.errors import InvalidArgumentError
-from services.transport.peer_ids import idurl_to_global_id, parse_tcp_contact, to_idurl
+from common.ids import idurl_to_global_id, parse_tcp_contact, idurl_of
 from services.transport.presence import PresenceBook
 from services.transport.replay import ReplayCache
 from services.transport.stats import PacketStats
@@ -68,14 +68,14 @@ def test_stats_shape():
     ("http://127.0.0.1:8084/alice.xml", "http://127.0.0.1:8084/alice.xml"),
 ])
 def test_user_ids(user_id, idurl):
-    assert to_idurl(user_id) == idurl
-    assert to_idurl(idurl_to_global_id(idurl)) == idurl
+    assert idurl_of(user_id) == idurl
+    assert idurl_of(idurl_to_global_id(idurl)) == idurl
 
 
 @pytest.mark.parametrize("bad", ["", "alice", "@host", "http://host/alice", "a b@host_1"])
 def test_bad_user_ids(bad):
     with pytest.raises(InvalidArgumentError):
-        to_idurl(bad)
+        idurl_of(bad)
 
 
 def test_tcp_contacts():

@@ -2,13 +2,16 @@
 
 IDURL `http://<host>:<port>/<name>.xml`, global id `name@host_port`, key id
 `alias$name@host_port`. Users reach API methods in any of these forms; `to_idurl` turns each into
-the IDURL so one helper decides what a user id means.
+the IDURL so one helper decides what a user id means. Every process names peers through this module
+(the one place for IDURL and global-id conversions); `idurl_of` is the lenient form peers' messages
+and API calls are read with, `to_idurl` the strict one for names this node creates.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from common.errors import InvalidArgumentError
 
@@ -20,6 +23,7 @@ HOST_RE = re.compile(r"^[a-zA-Z0-9.-]{1,253}$")
 IDURL_RE = re.compile(r"^http://([a-zA-Z0-9.-]{1,253}):([0-9]{1,5})/([a-z][a-z0-9_-]{2,19})\.xml$")
 GLOBAL_ID_RE = re.compile(r"^([a-z][a-z0-9_-]{2,19})@([a-zA-Z0-9.-]{1,253})_([0-9]{1,5})$")
 MASTER_ALIAS = "master"
+_PEER_NAME_RE = re.compile(r"^[a-zA-Z0-9_.\-]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -117,3 +121,50 @@ def normalize_server(server: object) -> str:
     if not sep or not HOST_RE.match(host) or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidArgumentError(f"identity server must be host:port, not {server!r}")
     return f"{host}:{int(port)}"
+
+
+def idurl_to_global_id(idurl: str) -> str:
+    """`http://127.0.0.1:18084/alice.xml` -> `alice@127.0.0.1_18084`."""
+    parts = urlsplit(idurl)
+    name = parts.path.rsplit("/", 1)[-1].removesuffix(".xml")
+    host = parts.hostname or ""
+    return f"{name}@{host}_{parts.port}" if parts.port else f"{name}@{host}"
+
+
+def idurl_of(user_id: str) -> str:
+    """The IDURL a user id names (IDURL, global id or key id).
+
+    Raises:
+        InvalidArgumentError: the text is none of these forms.
+    """
+    text = (user_id or "").strip()
+    if text.startswith(("http://", "https://")):
+        parts = urlsplit(text)
+        if parts.hostname and parts.path.endswith(".xml"):
+            return text
+        raise InvalidArgumentError(f"{user_id!r} is not a valid IDURL", reason="invalid_user_id")
+    if "$" in text:
+        text = text.split("$", 1)[1]
+    text = text.split(":", 1)[0]
+    name, sep, host = text.partition("@")
+    if not sep or not _PEER_NAME_RE.match(name) or not host:
+        raise InvalidArgumentError(f"{user_id!r} is not a valid user id", reason="invalid_user_id")
+    hostname, _, port = host.rpartition("_")
+    if hostname and port.isdigit():
+        return f"http://{hostname}:{port}/{name}.xml"
+    return f"http://{host}/{name}.xml"
+
+
+def parse_tcp_contact(contact: str) -> tuple[str, int] | None:
+    """(host, port) of a `tcp://host:port` contact, or None for other schemes."""
+    if not contact.startswith("tcp://"):
+        return None
+    host, _, port = contact[len("tcp://"):].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def key_signature_payload(key_id: str, public_ssh: str) -> bytes:
+    """What a creator signs to vouch for a key: its id and public half."""
+    return f"bitdust-key:{key_id}:{public_ssh}".encode()
