@@ -90,7 +90,7 @@ class Maintainer:
         if self.connected and (self._needs_republish or now - self._republished_at > REPUBLISH_INTERVAL):
             self._needs_republish = False
             self._republished_at = now
-            count = await self.node.republish()
+            count = await self.node.republish(self.directory.renewed)
             log.info("republished %d own values", count)
         await self._announce(now)
         self._save_contacts()

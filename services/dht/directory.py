@@ -84,7 +84,8 @@ class Directory:
         lifetime = rk.default_expire if expire in (None, "", 0) else _positive_int(expire, "expire")
         lifetime = min(lifetime, records.MAX_EXPIRE)
         data = records.complete_data(record_type, key, value)
-        signature = None
+        now = time.time()
+        env = records.make_envelope(layer_id, record_type, key, data, now + lifetime, self.node.dht_id, published=now)
         if record_type != records.SKIP_VALIDATION:
             try:
                 records.check_schema(record_type, data)
@@ -96,11 +97,7 @@ class Directory:
                 raise InvalidArgumentError(
                     f"this node ({me.get('idurl')}) may not sign a {record_type} record owned by "
                     f"{', '.join(signers) or 'nobody'}", reason="not_record_owner")
-            signed = await self.identity.sign(records.signed_bytes(layer_id, record_type, key, data))
-            signature = {"signer": str(me["idurl"]), "key_id": str(signed.get("key_id") or ""),
-                         "value": str(signed["signature"])}
-        env = records.make_envelope(layer_id, record_type, key, data, time.time() + lifetime, self.node.dht_id,
-                                    signature=signature)
+            env = await self._signed(env, str(me["idurl"]))
         accepted, kept_here = await self.node.publish(env, renew_seconds=lifetime if rk.renew else None)
         self.active_layers.add(layer_id)
         closest = accepted or self.node.closest_known(records.storage_key(layer_id, record_type, key))
@@ -111,6 +108,30 @@ class Directory:
             "value": data,
             "closest_nodes": [node_info(n) for n in closest],
         }
+
+    async def _signed(self, env: dict[str, Any], signer: str) -> dict[str, Any]:
+        """`env` with `signer`'s signature over its place, data and times (`records.record_signed_bytes`)."""
+        env = {name: value for name, value in env.items() if name != "signature"}
+        signed = await self.identity.sign(records.record_signed_bytes(env))
+        env["signature"] = {"signer": signer, "key_id": str(signed.get("key_id") or ""),
+                            "value": str(signed["signature"])}
+        return env
+
+    async def renewed(self, env: dict[str, Any], lifetime: float) -> dict[str, Any] | None:
+        """One of our records published again now for `lifetime` seconds, signed again if it was signed.
+
+        None when it cannot be signed now (no identity yet, the identity process is down): the
+        copies already stored stay valid until they expire, and the next round tries again.
+        """
+        now = time.time()
+        fresh = dict(env, published=now, expire_at=now + lifetime)
+        if not env.get("signature"):
+            return fresh
+        try:
+            return await self._signed(fresh, str(env["signature"]["signer"]))
+        except NodeError as err:
+            log.warning("cannot sign our %s record %r again: %s", env["record_type"], env["key"], err.message)
+            return None
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -188,8 +209,8 @@ class Directory:
             raise records.RecordError(f"{record_type} record is not signed", "invalid_signature")
         if sig["signer"] not in records.allowed_signers(record_type, data):
             raise records.RecordError(f"record is signed by {sig['signer']}, not by its owner", "invalid_signature")
-        await self._check_signature(sig["signer"], records.signed_bytes(layer_id, record_type, key, data),
-                                    sig["value"])
+        records.check_lifetime(env)
+        await self._check_signature(sig["signer"], records.record_signed_bytes(env), sig["value"])
 
     async def _check_signature(self, signer: str, payload: bytes, signature: str) -> None:
         """Raise `RecordError` unless `signature` (base64) over `payload` was made by `signer`'s key."""

@@ -39,6 +39,10 @@ class LookupResult:
     rounds: int
 
 
+Renewer = Callable[[dict[str, Any], float], Awaitable[dict[str, Any] | None]]
+"""Publishes one of our envelopes again for a lifetime: a fresh copy, signed again (None: not now)."""
+
+
 def node_info(node: Node) -> dict[str, str]:
     """A node as the reference engine shows it in `closest_nodes`."""
     return {"address": f"{node.ip}:{node.port}", "dht_id": node.id.hex()}
@@ -201,19 +205,26 @@ class DhtNode:
             self.store.remember_published(dkey, text, float(env["expire_at"]), renew_seconds)
         return await self.store_value(dkey, text)
 
-    async def republish(self) -> int:
-        """Store every live value of our own again; renew those we keep alive. Returns the count."""
+    async def republish(self, renew: Renewer | None = None) -> int:
+        """Store every live value of our own again; renew those we keep alive. Returns the count.
+
+        A renewed record gets a fresh `published` and `expire_at` from `renew`, which signs it again
+        (both times are signed); without `renew`, or when it cannot sign now, the stored copy goes
+        out as it is until it expires.
+        """
         now = time.time()
         count = 0
-        for dkey, text, expire_at, renew in self.store.published():
-            if renew:
-                env = records.decode_envelope(text, now=0)
-                env["expire_at"] = now + renew
-                text = records.encode_envelope(env)
-                self.store.remember_published(dkey, text, env["expire_at"], renew)
+        for dkey, text, expire_at, renew_seconds in self.store.published():
+            fresh = None
+            if renew_seconds and renew is not None:
+                fresh = await renew(records.decode_envelope(text, now=0), renew_seconds)
+            if fresh is not None:
+                text = records.encode_envelope(fresh)
+                self.store.remember_published(dkey, text, float(fresh["expire_at"]), renew_seconds)
             elif expire_at <= now:
-                self.store.forget_published(dkey)
-                continue
+                if not renew_seconds:
+                    self.store.forget_published(dkey)
+                continue  # a record we keep alive waits for the next round that can sign it
             await self.store_value(dkey, text)
             count += 1
         return count

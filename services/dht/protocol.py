@@ -229,7 +229,9 @@ class DhtProtocol(KademliaProtocol):
         """A peer asks us to keep a value: check it cheaply, verify its owner's signature, keep it.
 
         The signature is checked before anything is stored, so a forged record (an owner's name, a
-        bad signature, a far-future `published`) never displaces or blocks the genuine one. Of a
+        bad signature, a far-future `published`) never displaces or blocks the genuine one; it
+        covers `published` and `expire_at`, so a replayed genuine record cannot be restamped to
+        displace a newer one either (`records.may_replace`). Of a
         member bucket only the entries their members signed are merged (at most
         `members.MAX_STORE_CHECKS` new ones checked); a bucket with none is refused. At most
         `MAX_VERIFYING` STOREs are checked at once, and `CHECK_RATE` a second (`CHECK_BURST` after
@@ -279,7 +281,14 @@ class DhtProtocol(KademliaProtocol):
         if float(env["published"]) > now + records.MAX_CLOCK_SKEW:
             self.stats.refused["published_in_future"] += 1
             return None
-        env["expire_at"] = min(float(env["expire_at"]), now + records.MAX_EXPIRE)
+        if records.needs_signature(env["record_type"]) and env["record_type"] != records.LAYER_MEMBERS:
+            try:
+                records.check_lifetime(env)  # signed: refused rather than shortened
+            except records.RecordError as err:
+                self.stats.refused[err.reason] += 1
+                return None
+        else:
+            env["expire_at"] = min(float(env["expire_at"]), now + records.MAX_EXPIRE)
         old = self.values.envelope(dkey)
         if env["record_type"] != records.LAYER_MEMBERS and old is not None and not records.may_replace(old, env):
             return None

@@ -2,13 +2,18 @@
 
 Pure logic, no I/O. A value in the DHT is an *envelope* (JSON text) that wraps the user data:
 
-    {"v": 1, "layer_id": 0, "record_type": "nickname", "key": "alice:0",
+    {"v": 2, "layer_id": 0, "record_type": "nickname", "key": "alice:0",
      "data": {...}, "published": 1795718943.1, "expire_at": 1795762143.1,
      "publisher": "<hex dht id>", "signature": {"signer": idurl, "key_id": ..., "value": b64}}
 
 `record_type` and `layer_id` are part of the storage key (`storage_key`), so a general value can
 never occupy the slot of a nickname, and a layer is a namespace of its own. Typed records carry
-an owner signature over `signed_bytes(...)`; readers verify it with the owner's public key.
+an owner signature over `record_signed_bytes(env)`: the place, the data, and `published` and
+`expire_at` too, because storing nodes and readers order copies by `published` (`may_replace`).
+So nobody but the owner can restamp a record: an old genuine record replayed keeps its old
+`published` and loses to every newer one, and a copy stamped ahead fails its signature. A renewed
+record is signed again with a fresh `published` (`Directory.renewed`). Envelope version 2; version
+1 signed only the data.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from common.errors import InvalidArgumentError
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 MAX_ENVELOPE_BYTES = 6000
 """rpcudp refuses requests above 8 KiB; an envelope must fit a STORE request with room to spare."""
 
@@ -103,8 +108,26 @@ def canonical(doc: Any) -> str:
 
 
 def signed_bytes(layer_id: int, record_type: str, key: str, data: Any) -> bytes:
-    """What an owner signature covers: where the record lives and what it says (not its expiry)."""
+    """Where a record lives and what it says: what a layer member signs (its data holds its lifetime)."""
     return canonical({"layer_id": int(layer_id), "record_type": record_type, "key": key, "data": data}).encode()
+
+
+def record_signed_bytes(env: dict[str, Any]) -> bytes:
+    """What a typed record's owner signs: its place, its data, and the times that order and end it."""
+    return canonical({"layer_id": int(env["layer_id"]), "record_type": env["record_type"], "key": env["key"],
+                      "data": env["data"], "published": env["published"], "expire_at": env["expire_at"]}).encode()
+
+
+def check_lifetime(env: dict[str, Any]) -> None:
+    """Raise `RecordError` when a signed record's expiry is before its publication or too far after it.
+
+    A storing node cannot shorten a signed record's `expire_at` (the owner signed it), so it refuses
+    one that would live longer than `MAX_EXPIRE`.
+    """
+    lifetime = float(env["expire_at"]) - float(env["published"])
+    if not 0 < lifetime <= MAX_EXPIRE:
+        raise RecordError(f"record lives {lifetime:.0f} s after its publication (at most {MAX_EXPIRE})",
+                          "invalid_lifetime")
 
 
 def complete_data(record_type: str, key: str, data: Any, now: float | None = None) -> Any:
@@ -210,7 +233,9 @@ def may_replace(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether a storing node lets `new` overwrite `old` at the same key.
 
     A signed record can only be replaced by a record of the same signer that is not older, so a
-    stranger cannot overwrite a genuine record with an unsigned or differently signed one.
+    stranger cannot overwrite a genuine record with an unsigned or differently signed one. Both
+    `published` and `expire_at` are signed (`record_signed_bytes`): an old genuine record replayed
+    never replaces a newer one, and none restamped gets past the signature check.
     Layer member buckets are merged instead (see `members.merge`).
     """
     old_sig, new_sig = old.get("signature"), new.get("signature")

@@ -148,11 +148,10 @@ async def test_values_records_nicknames_and_layers_across_nodes(tmp_path: Path):
         # A forged nickname record (signed by node2, claiming node1) is never returned as valid.
         data = records.complete_data("nickname", "forged:0",
                                      records.nickname_data("forged", 0, "http://127.0.0.1:8084/node1.xml"))
+        env = records.make_envelope(0, "nickname", "forged:0", data, time.time() + 600, n2.service.node.dht_id)
         signed = await n2.client.call_internal(
-            "identity", "sign", data=crypto.b64(records.signed_bytes(0, "nickname", "forged:0", data)))
-        env = records.make_envelope(0, "nickname", "forged:0", data, time.time() + 600, n2.service.node.dht_id,
-                                    signature={"signer": "http://127.0.0.1:8084/node1.xml",
-                                               "value": signed["signature"]})
+            "identity", "sign", data=crypto.b64(records.record_signed_bytes(env)))
+        env["signature"] = {"signer": "http://127.0.0.1:8084/node1.xml", "value": signed["signature"]}
         await n2.service.node.publish(env)
         forged = await seed.call("dht_value_get", key="forged:0", record_type="nickname")
         assert forged["read"] == "failed" and forged["reason"] == "invalid_signature" and "value" not in forged
@@ -234,11 +233,11 @@ async def test_a_forged_record_from_the_future_never_blocks_the_genuine_one(tmp_
         # The attacker claims the victim's nickname: the victim's name as signer, its own signature,
         # and a `published` ten days ahead so that no genuine record could ever be newer.
         data = records.complete_data("nickname", "victim:0", records.nickname_data("victim", 0, victim_idurl))
-        signed = await attacker.client.call_internal(
-            "identity", "sign", data=crypto.b64(records.signed_bytes(0, "nickname", "victim:0", data)))
         env = records.make_envelope(0, "nickname", "victim:0", data, time.time() + 3600,
-                                    attacker.service.node.dht_id, published=time.time() + 10 * 86400,
-                                    signature={"signer": victim_idurl, "value": signed["signature"]})
+                                    attacker.service.node.dht_id, published=time.time() + 10 * 86400)
+        signed = await attacker.client.call_internal(
+            "identity", "sign", data=crypto.b64(records.record_signed_bytes(env)))
+        env["signature"] = {"signer": victim_idurl, "value": signed["signature"]}
         dkey = records.storage_key(0, "nickname", "victim:0")
         protocol = attacker.service.node.protocol
         for target in (seed, victim):
@@ -255,3 +254,55 @@ async def test_a_forged_record_from_the_future_never_blocks_the_genuine_one(tmp_
         await victim.internal("publish_nickname", nickname="victim", idurl=victim_idurl)
         found = await seed.call("user_search", nickname="victim")
         assert found["result"] == "exist" and found["idurl"] == victim_idurl
+
+
+async def _revision_at(node: Node, customer: str) -> int | None:
+    read = await node.internal("read_record", record_type="suppliers", key=customer)
+    return int(read["value"]["revision"]) if read["read"] == "success" else None
+
+
+async def test_an_old_record_replayed_stamped_ahead_never_beats_the_newer_one(tmp_path: Path):
+    """A peer keeps an old genuine suppliers record and stores it again, restamped 5 minutes ahead."""
+    async with dht_network(tmp_path, 3) as nodes:
+        seed, victim, attacker = nodes
+        customer = "http://127.0.0.1:8084/node1.xml"
+        dkey = records.storage_key(0, "suppliers", customer)
+
+        async def write(revision: int, supplier: str) -> None:
+            await victim.internal("write_record", record_type="suppliers", key=customer, value={
+                "customer_idurl": customer, "ecc_map": "ecc/2x2", "revision": revision, "suppliers": [supplier]})
+
+        await write(1, "http://127.0.0.1:8084/fired.xml")
+        assert attacker.service is not None
+        store = attacker.service.node.store
+        old_text = await await_for(lambda: _held(store, dkey), timeout=10, what="the attacker holds revision 1")
+        await write(2, "http://127.0.0.1:8084/hired.xml")
+        for node in (seed, victim):
+            await await_for(lambda n=node: _is(_revision_at(n, customer), 2), timeout=10, what="revision 2 stored")
+
+        protocol = attacker.service.node.protocol
+        replayed = codec.loads(old_text)
+        assert replayed["data"]["revision"] == 1
+        as_it_was = records.canonical(replayed)
+        replayed["published"] = time.time() + 300  # within the clock skew storing nodes allow
+        restamped = records.canonical(replayed)
+        for node in (seed, victim):
+            peer = DhtPeer(node.service.node.node.id, *node.service.node.address)
+            for text in (as_it_was, restamped):
+                ok, accepted = await protocol.call_store(peer, dkey, text)
+                assert ok and accepted is False
+        for node in (seed, victim):
+            assert await _revision_at(node, customer) == 2
+        assert seed.service.node.protocol.stats.refused["invalid_signature"] >= 1
+
+        # The owner's next write is never refused because of the replay.
+        await write(3, "http://127.0.0.1:8084/hired-too.xml")
+        await await_for(lambda: _is(_revision_at(seed, customer), 3), timeout=10, what="revision 3 at the seed")
+
+
+async def _held(store: Any, dkey: bytes) -> str | None:
+    return store.get(dkey)
+
+
+async def _is(found: Any, wanted: Any) -> bool:
+    return bool(await found == wanted)

@@ -82,9 +82,9 @@ async def test_signed_record_verifies_and_forgery_is_refused(network):
 
     # ...and when he stores it straight into the DHT, readers reject it.
     data = records.complete_data("nickname", "eve:0", records.nickname_data("eve", 0, me))
-    forged_sig = await bob.identity.sign(records.signed_bytes(0, "nickname", "eve:0", data))
-    forged = records.make_envelope(0, "nickname", "eve:0", data, time.time() + 60, bob.node.dht_id,
-                                   signature={"signer": me, "value": forged_sig["signature"]})
+    forged = records.make_envelope(0, "nickname", "eve:0", data, time.time() + 60, bob.node.dht_id)
+    forged_sig = await bob.identity.sign(records.record_signed_bytes(forged))
+    forged["signature"] = {"signer": me, "value": forged_sig["signature"]}
     await bob.node.publish(forged)
     outcome = await carol.read("nickname", "eve:0")
     assert not outcome.ok
@@ -101,6 +101,30 @@ async def test_signed_record_verifies_and_forgery_is_refused(network):
     accepted, _ = await bob.node.store_value(genuine, records.encode_envelope(take_over))
     assert accepted == []
     assert (await dave.read("nickname", "alice:0")).ok
+
+
+async def test_a_renewed_record_is_signed_again_with_its_new_times(network):
+    alice, _, carol, _ = network
+    me = alice.identity.idurl
+    await alice.write("nickname", "renew:0", records.nickname_data("renew", 0, me))
+    dkey = records.storage_key(0, "nickname", "renew:0")
+    first = carol.node.get_local(dkey)
+    assert first is not None
+    # Restamping by hand breaks the owner's signature: both times are signed.
+    with pytest.raises(records.RecordError):
+        await carol.verify(dict(first, published=first["published"] + 1), "nickname", "renew:0", 0)
+    with pytest.raises(records.RecordError):
+        await carol.verify(dict(first, expire_at=first["expire_at"] + 1), "nickname", "renew:0", 0)
+    assert await alice.node.republish(alice.renewed) == 1
+    renewed = carol.node.get_local(dkey)
+    assert renewed is not None and renewed["published"] > first["published"]
+    await carol.verify(renewed, "nickname", "renew:0", 0)
+    # A record that would outlive the longest lifetime cannot be shortened by a storing node: refused.
+    long_lived = dict(renewed, expire_at=renewed["published"] + records.MAX_EXPIRE + 1)
+    with pytest.raises(records.RecordError) as err:
+        records.check_lifetime(long_lived)
+    assert err.value.reason == "invalid_lifetime"
+    assert not carol.node.proto.accept_value(dkey, records.canonical(long_lived))
 
 
 async def test_nicknames_take_positions_and_are_found(network):
