@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import hmac
 import logging
 import socket
 from pathlib import Path
@@ -24,7 +26,7 @@ from common.values import as_bool
 from common import ids
 from services.identity import document
 from services.identity.document import DocumentError, IdentityDocument
-from services.identity.idcache import CacheConflictError, IdentityCache
+from services.identity.idcache import CacheConflictError, IdentityCache, PinLimitError, UnconfirmedError
 from services.identity.idclient import IdServerClient
 from services.identity.idstore import IdServerStore
 from services.identity.keyring import Keyring
@@ -54,6 +56,8 @@ TAKEOVER_MIN_INTERVAL = 5.0
 """A nudge from outside costs at most one look at our identity servers per this many seconds."""
 AUTO_ROTATE_AFTER = 3
 """Consecutive failed looks at our primary identity server before an automatic rotation."""
+DERIVED_PURPOSES = ("ledger-wallet",)
+"""What `derive_secret` derives secrets for: each purpose its own, none other."""
 INLINE_SEAL_LIMIT = 64 * 1024
 """Bytes `seal` encrypts on the event loop (tens of µs); larger messages go to a thread."""
 
@@ -199,7 +203,13 @@ class IdentityService(KeysEndpoints):
             raise
 
     async def _download_and_cache(self, url: str, name: str) -> IdentityDocument:
+        """Fetch `url`, confirm the other sources the document claims, cache what is confirmed.
+
+        Anyone can list anyone's IDURL among its sources: one counts only when its own server serves
+        a document with the same key (or the cache holds that key for it already), see `idcache`.
+        """
         doc = await self._download_verified(url)
+        served = {url}
         if url not in doc.sources:
             if doc.name != name:
                 raise NotFoundError(f"{url} serves the identity of another name", reason="identity_not_found")
@@ -208,12 +218,27 @@ class IdentityService(KeysEndpoints):
                 newer = await self._download_verified(doc.idurl)
                 if newer.publickey == doc.publickey and newer.revision >= doc.revision:
                     doc = newer
+                    served.add(newer.idurl)
             except NotFoundError:
                 pass
+        unconfirmed = self.cache.unconfirmed(doc, served)
+        if unconfirmed:
+            served |= await self._serving_key(unconfirmed, doc.publickey)
         try:
-            return self.cache.put(doc, requested=url)
-        except CacheConflictError as exc:
+            return self.cache.put(doc, requested=url, served=served)
+        except (CacheConflictError, UnconfirmedError) as exc:
             raise NotFoundError(str(exc), reason="identity_not_found") from None
+
+    async def _serving_key(self, idurls: list[str], publickey: str) -> set[str]:
+        """Those of `idurls` whose own identity server serves a valid document signed by `publickey`."""
+        async def serves(idurl: str) -> bool:
+            try:
+                return (await self._download_verified(idurl)).publickey == publickey
+            except NodeError:
+                return False
+
+        answers = await asyncio.gather(*(serves(idurl) for idurl in idurls))
+        return {idurl for idurl, same in zip(idurls, answers, strict=True) if same}
 
     async def _download_verified(self, url: str) -> IdentityDocument:
         raw = await self.client.download(url)
@@ -234,6 +259,26 @@ class IdentityService(KeysEndpoints):
         """Any node's verified identity, cached; raises `NotFoundError` (`identity_not_found`)."""
         return (await self.fetch_document(idurl, refresh=as_bool(refresh, "refresh"))).summary()
 
+    @endpoint("pin", internal=True)
+    async def pin(self, idurl: str, pinned: bool = True) -> dict[str, Any]:
+        """Keep the identity of `idurl` out of the cache's eviction (a peer we have a contract or a
+        friendship with), or stop keeping it; 409 `too_many_pins` past `idcache.MAX_PINNED`."""
+        try:
+            user = ids.to_idurl(idurl)
+        except InvalidArgumentError:
+            raise InvalidArgumentError(f"not an IDURL or a global id: {idurl!r}", reason="invalid_user_id") from None
+        keep = as_bool(pinned, "pinned")
+        try:
+            changed = self.cache.pin(user.url, keep)
+        except PinLimitError as exc:
+            raise ConflictError(str(exc), reason="too_many_pins") from None
+        return {"idurl": user.url, "pinned": keep, "changed": changed}
+
+    @endpoint("cache_stats", internal=True)
+    async def cache_stats(self) -> dict[str, Any]:
+        """Identities cached and pinned, and sources ignored because their servers did not confirm them."""
+        return self.cache.stats()
+
     @endpoint("sign", internal=True)
     async def sign(self, data: str, key_id: str | None = None) -> dict[str, Any]:
         """RSA-PSS/SHA-256 signature of base64 `data` by a key held here (the master key by default)."""
@@ -242,6 +287,20 @@ class IdentityService(KeysEndpoints):
         assert record.private is not None
         signature = await asyncio.to_thread(crypto.sign, record.private, raw)
         return {"signature": crypto.b64(signature), "key_id": record.key_id}
+
+    @endpoint("derive_secret", internal=True)
+    async def derive_secret(self, purpose: str) -> dict[str, Any]:
+        """32 bytes (hex) derived from the master private key for `purpose` (HMAC-SHA256).
+
+        The same identity, recovered anywhere, derives the same bytes: the ledger makes its wallet
+        key from them, so `identity_recover` restores the wallet while the master key stays here.
+        """
+        if purpose not in DERIVED_PURPOSES:
+            raise InvalidArgumentError(f"no secret is derived for {purpose!r}", reason="invalid_argument")
+        record = self.private_record(None)
+        assert record.private is not None
+        secret = record.private.private_numbers().d.to_bytes(512, "big")
+        return {"secret": hmac.new(secret, f"bitdust/{purpose}".encode(), hashlib.sha256).hexdigest()}
 
     @endpoint("verify", internal=True)
     async def verify(self, data: str, signature: str, idurl: str) -> bool:
@@ -425,7 +484,7 @@ class IdentityService(KeysEndpoints):
             return {"taken_over": False}
         self._takeover_checked = now
         mine = self.doc
-        newest = None
+        newest, behind = None, []
         for source in mine.sources:
             try:
                 found = await self._download_verified(source)
@@ -435,9 +494,16 @@ class IdentityService(KeysEndpoints):
                 continue
             if source == mine.idurl:
                 self._primary_failures = 0
-            if found.publickey == mine.publickey and found.revision > mine.revision:
+            if found.publickey != mine.publickey:
+                continue
+            if found.revision < mine.revision:
+                behind.append(source)
+            # Same revision, other contacts: another holder of our key published it (we never
+            # sign two documents with one revision).
+            elif found.revision > mine.revision or list(found.contacts) != list(mine.contacts):
                 newest = found if newest is None or found.revision > newest.revision else newest
         if newest is None or list(newest.contacts) == list(mine.contacts):
+            await self._publish_where_behind(mine, behind)
             return {"taken_over": False}
         async with self._identity_lock:
             if self.doc is not mine:
@@ -451,6 +517,17 @@ class IdentityService(KeysEndpoints):
         await self.ctx.bus.publish_event("local-identity-taken-over", info)
         await self.ctx.bus.publish_event("local-identity-erased", info)
         return {"taken_over": True}
+
+    async def _publish_where_behind(self, mine: IdentityDocument, behind: list[str]) -> None:
+        """Our servers that serve an older revision than ours get ours (a crash or an outage kept it
+        from them after it was saved)."""
+        for source in behind:
+            server = ids.parse_idurl(source).server
+            try:
+                await self.client.upload(server, mine.to_xml())
+                log.info("identity server %s had an older revision: revision %d published", server, mine.revision)
+            except NodeError as exc:
+                log.warning("identity server %s did not take revision %d: %s", server, mine.revision, exc)
 
     async def _recheck_takeover(self, delay: float) -> None:
         await asyncio.sleep(max(0.0, delay))
@@ -638,8 +715,12 @@ class IdentityService(KeysEndpoints):
             if self.doc is not doc:
                 return False
             new = document.new_document(list(doc.sources), contacts, self.master_key(), revision=doc.revision + 1)
-            await self._upload_everywhere(new, required=True)
+            # Saved before it is published: a crash in between leaves a local revision our servers
+            # lack, which `check_takeover` publishes at the next start. The other order would leave
+            # our servers ahead of us with other contacts: at its next start the node would take
+            # its own new revision for a takeover and stop using its identity.
             self._set_identity(new)
+            await self._upload_everywhere(new, required=True)
         log.info("our address changed from %s to %s: identity revision %d published", ", ".join(doc.contacts),
                  ", ".join(contacts), new.revision)
         await self._identity_written(new)
