@@ -13,14 +13,13 @@ import asyncio
 import hashlib
 import logging
 import os
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from kademlia.node import Node
 
-from services.dht import records
+from services.dht import records, stun
 from services.dht.protocol import CountingNodeCrawl, DhtProtocol, ValuesCrawl
 from services.dht.storage import DhtStore
 
@@ -230,7 +229,7 @@ class DhtNode:
         return count
 
     async def stun_from_port(self, port: int, peers: list[tuple[str, int]]) -> tuple[str, int] | None:
-        """`stun` from a fresh socket on local UDP `port`: what a peer sees of that port.
+        """`stun` from a fresh socket on local UDP `port`: what peers agree they see of that port.
 
         Raises `OSError` when the port cannot be bound (in use, not allowed).
         """
@@ -240,25 +239,26 @@ class DhtNode:
                                 self.rpc_timeout),
             local_addr=("0.0.0.0", port))
         try:
-            for addr in peers:
-                found = await probe.call_stun(addr)
-                if found is not None:
-                    return found
-            return None
+            asked = stun.pick_peers(peers, [(n.ip, n.port) for n in self.contacts()], None)
+            return await self._agreed(probe, asked, peers)
         finally:
             transport.close()
 
     async def stun(self, peers: list[tuple[str, int]] | None = None, only: bool = False) -> tuple[str, int] | None:
-        """The address a peer sees our packets come from; None when no peer answers.
+        """The address peers agree they see our packets come from; None when they do not (see `stun`).
 
-        `peers` are asked first, then up to three known contacts (none with `only`).
+        `peers` (the seeds) are asked first, then random known contacts (none with `only`), up to
+        `stun.ASKED_PEERS` at once, at as many distinct IP addresses as there are.
         """
-        candidates = [] if only else [(n.ip, n.port) for n in self.contacts()]
-        random.shuffle(candidates)
-        for addr in (peers or []) + candidates[:3]:
-            if addr == self.address:
-                continue
-            found = await self.proto.call_stun(addr)
-            if found is not None:
-                return found
-        return None
+        contacts = [] if only else [(n.ip, n.port) for n in self.contacts()]
+        asked = stun.pick_peers(peers or [], contacts, self.address)
+        return await self._agreed(self.proto, asked, peers or [])
+
+    async def _agreed(self, probe: DhtProtocol, asked: list[tuple[str, int]],
+                      seeds: list[tuple[str, int]]) -> tuple[str, int] | None:
+        found = await asyncio.gather(*(probe.call_stun(addr) for addr in asked))
+        answers = [(peer, seen) for peer, seen in zip(asked, found, strict=True) if seen is not None]
+        agreed = stun.agreed_address(answers, {host for host, _ in seeds})
+        if agreed is None and answers:
+            log.info("STUN: %d peers answered without agreement: %s", len(answers), answers)
+        return agreed

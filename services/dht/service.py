@@ -250,8 +250,10 @@ class DhtService(ServiceBase):
 
     @endpoint("stun", internal=True)
     async def stun(self, udp_port: int | None = None, dht_port: int | None = None) -> dict[str, Any]:
-        """The address a DHT peer sees us at: from the DHT's own socket, or from local `udp_port`;
-        asking the seeds, or the seeds' hosts at `dht_port` (the reference's `network_stun`)."""
+        """The address DHT peers agree they see us at (`services/dht/stun.py`): from the DHT's own
+        socket, or from local `udp_port`; asking the seeds and contacts, or only the seeds' hosts at
+        `dht_port` (the reference's `network_stun`). The identity's advertised address and the
+        transport's relay decision both come from here."""
         seeds = await self._seeds()
         if dht_port:
             seeds = [(host, int(dht_port)) for host, _ in seeds]
@@ -268,7 +270,7 @@ class DhtService(ServiceBase):
             found = await self.node.stun(seeds, only=bool(dht_port))
             local = mine
         if found is None:
-            raise UnavailableError("no DHT peer answered", reason="dht_not_connected")
+            raise UnavailableError("no DHT peers answered, or they did not agree", reason="dht_not_connected")
         return {"ip": found[0], "port": found[1], "local_port": local}
 
     @endpoint("status", internal=True)
