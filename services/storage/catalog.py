@@ -110,13 +110,18 @@ class Block:
 
 
 class Catalog:
-    """The sqlite catalog of one customer (WAL: a killed process loses no committed row)."""
+    """The sqlite catalog of one customer (WAL, synchronous=FULL: a committed row survives a power loss).
+
+    A commit here is followed by deletes at the suppliers (old versions, removed files), which
+    they fsync: the catalog must be as durable, or after a power loss it lists versions whose
+    fragments are gone. WAL with NORMAL only syncs at checkpoints; FULL syncs the log at every commit.
+    """
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
 
     def close(self) -> None:

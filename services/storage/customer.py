@@ -18,7 +18,7 @@ from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFou
 from common.fsutil import user_path
 from common.packet import MAX_BLOCK_SIZE
 from services.storage import blocks
-from services.storage.backup_index import open_index, seal_index
+from services.storage.backup_index import fetch_newest, seal_index
 from services.storage.catalog import DIR, FILE, READY, UPLOADING, Catalog, Item, Version, split_remote_path
 from services.storage.employer import OFFLINE, Employer
 from services.storage.fragments import Mover, index_name, key_tag, version_prefix
@@ -118,33 +118,12 @@ class Customer:
                  len(renamed))
 
     async def restore_index(self, key_id: str, owner_idurl: str, suppliers: list[str]) -> int:
-        """Read the catalog backup of `key_id` from any supplier and merge it; versions added."""
+        """Read the catalog backup of `key_id` from every supplier and merge the newest; versions added."""
         customer = None if owner_idurl == await self.peers.my_idurl() else owner_idurl
-        errors = []
-        for supplier in [s for s in suppliers if s]:
-            try:
-                reply = await self.peers.wire.fetch_file(supplier, index_name(key_id), customer, INDEX_TIMEOUT)
-            except NodeError as err:
-                errors.append(err.reason)
-                continue
-            path = reply.get("payload_path")
-            if not path:
-                errors.append("not_found")
-                continue
-            try:
-                blob = Path(path).read_bytes()
-            finally:
-                Path(path).unlink(missing_ok=True)
-            try:
-                doc = await open_index(self.peers, blob, key_id, owner_idurl)
-            except NodeError as err:
-                errors.append(err.reason)
-                continue
-            added = self.catalog.import_index(doc, owner_idurl="" if customer is None else owner_idurl)
-            await self.emit("catalog-restored", {"key_id": key_id, "versions": added})
-            return added
-        raise NotFoundError(f"no supplier had a readable catalog backup of {key_id} ({', '.join(errors)})",
-                            reason="index_not_found")
+        doc = await fetch_newest(self.peers, suppliers, key_id, owner_idurl, customer, INDEX_TIMEOUT)
+        added = self.catalog.import_index(doc, owner_idurl="" if customer is None else owner_idurl)
+        await self.emit("catalog-restored", {"key_id": key_id, "versions": added})
+        return added
 
     # ---- paths ----------------------------------------------------------------------------------
 
