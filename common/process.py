@@ -26,6 +26,7 @@ from common.config_store import ConfigStore
 from common.endpoint import endpoint
 from common.errors import NotFoundError
 from common.home import NodeHome, resolve_home
+from common.metrics import ProcessMetrics
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class ProcessContext:
     config: ConfigStore
     automats: AutomatRegistry = field(default_factory=AutomatRegistry)
     started: float = field(default_factory=time.time)
+    metrics: ProcessMetrics = field(default_factory=lambda: ProcessMetrics(""))
+    """This process's figures for `GET /metrics`; services `register` their own hooks on it."""
 
 
 class ServiceBase:
@@ -64,6 +67,11 @@ class ServiceBase:
     @endpoint("ping", internal=True)
     async def ping(self) -> dict[str, Any]:
         return {"process": self.ctx.name, "pid": os.getpid(), "started": self.ctx.started}
+
+    @endpoint("metrics", internal=True)
+    async def metrics(self) -> dict[str, Any]:
+        """Memory, CPU, loop lag, bus traffic and the service's own samples (`common.metrics`)."""
+        return self.ctx.metrics.snapshot()
 
     @endpoint("automats", internal=True)
     async def automats(self) -> list[dict[str, Any]]:
@@ -100,8 +108,10 @@ async def _main(name: str, home: NodeHome, factory: Callable[[ProcessContext], S
     config = ConfigStore(home.options_file)
     url = f"nats://127.0.0.1:{config.get('interface/bus/port')}"
     bus = await Bus.connect(url, home.bus_token(), name)
-    ctx = ProcessContext(name=name, home=home, bus=bus, config=config)
+    ctx = ProcessContext(name=name, home=home, bus=bus, config=config,
+                         metrics=ProcessMetrics(name, lambda: bus.nc.stats))
     ctx.automats.observe(_state_observer(bus))
+    ctx.metrics.lag.start()
     service = factory(ctx)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ from common.bus import encode_reply
 from common.endpoint import Reply, tagged_endpoints
 from common.errors import AuthError, InvalidArgumentError, NodeError, NotBuiltError, NotFoundError
 from common.process import ProcessContext
+from services.api import metrics
 from services.api.openapi import openapi_document
 from services.api.service import AFTER_RESPONSE, ApiService
 
@@ -36,6 +37,8 @@ WS_ONLY = ("enable_model_listener", "disable_model_listener", "request_model_dat
 SERVICE_KEY = web.AppKey("service", ApiService)
 # Marks the REST application: only REST answers follow `interface/api/legacy-status-codes`.
 REST_KEY = web.AppKey("rest", bool)
+METHOD_KEY = web.RequestKey("api_method", str)
+"""The API method a request was routed to, for `bitdust_api_requests_total`."""
 LEGACY_STATUS_OPTION = "interface/api/legacy-status-codes"
 
 
@@ -99,6 +102,8 @@ class Gateway:
         self._runners: list[web.AppRunner] = []
         self._sockets: set[web.WebSocketResponse] = set()
         self._ws_models: dict[web.WebSocketResponse, set[str]] = {}
+        ctx.metrics.register(lambda: metrics.service_state_samples(
+            {name: machine.state for name, machine in service.machines.items()}))
 
     # ---- life cycle ----------------------------------------------------------------------
 
@@ -135,16 +140,19 @@ class Gateway:
             if not _is_loopback(request.remote):
                 raise AuthError("only local clients may use the API", reason="forbidden", status=403)
             given = request.headers.get("api_secret") or request.headers.get("X-Api-Secret") \
-                or request.query.get("api_secret")
+                or _bearer(request.headers.get("Authorization")) or request.query.get("api_secret")
             if not given:
                 raise AuthError("api_secret is required", reason="unauthorized", status=401)
             if not hmac.compare_digest(given.encode(), self._secret):
                 raise AuthError("api_secret is wrong", reason="forbidden", status=403)
         except NodeError as err:
             status = self._rest_status(err.status) if request.app.get(REST_KEY) else err.status
+            self._count(request, status)
             return web.json_response(envelope_error(err, began), status=status, dumps=_dumps)
         try:
-            return await handler(request)
+            response = await handler(request)
+            self._count(request, response.status)
+            return response
         except web.HTTPException:
             raise
         except Exception:  # noqa: BLE001 - the edge: an answer in the envelope, never aiohttp's bare 500
@@ -152,6 +160,11 @@ class Gateway:
             failure = NodeError("internal error")
             status = self._rest_status(failure.status) if request.app.get(REST_KEY) else failure.status
             return web.json_response(envelope_error(failure, began), status=status, dumps=_dumps)
+
+    def _count(self, request: web.Request, status: int) -> None:
+        """`bitdust_api_requests_total`: by API method name (a bounded set), never by raw path."""
+        method = request.get(METHOD_KEY) or ("unknown" if request.app.get(REST_KEY) else "websocket")
+        self.ctx.metrics.inc("bitdust_api_requests_total", method=method, status=str(status))
 
     def _rest_status(self, status: int) -> int:
         """The HTTP status of a REST envelope: always 200 under the legacy option."""
@@ -199,6 +212,10 @@ class Gateway:
         began = time.perf_counter()
         if request.method == "GET" and request.path in ("/openapi.json", "/openapi/v1"):
             return web.json_response(openapi_document(self.registry), dumps=_dumps)
+        if request.method == "GET" and request.path == "/metrics":
+            request[METHOD_KEY] = "metrics"
+            body, content_type = metrics.render(await metrics.collect(self.ctx), self.ctx.bus.nc.is_connected)
+            return web.Response(body=body, headers={"Content-Type": content_type})
         try:
             found = self.registry.match(request.method, request.path)
             if found is None:
@@ -207,6 +224,7 @@ class Gateway:
                 raise NodeError(f"{request.method} is not allowed on {request.path}", reason="method_not_allowed",
                                 status=405)
             method, path_params = found  # type: ignore[misc]
+            request[METHOD_KEY] = method.name
             raw: dict[str, Any] = dict(request.query)
             from_text = True
             if request.method != "GET" and request.can_read_body:
@@ -350,3 +368,9 @@ class Gateway:
 
 def _dumps(obj: Any) -> str:
     return codec.dumps(obj).decode()
+
+
+def _bearer(authorization: str | None) -> str:
+    """The secret of an `Authorization: Bearer <secret>` header (how Prometheus sends one), or ''."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

@@ -36,6 +36,7 @@ from services.messaging.consumers import CONSUMER_ID_RE, DIRECTIONS, MAX_POLLING
 from services.messaging.contacts import CONNECTED, ContactStates, friend_info
 from services.messaging.courier import Courier
 from services.messaging.inbox import MessageInbox, fail
+from services.messaging.metrics import messaging_samples
 from services.messaging.peers import BusPeers
 from services.messaging.store import DELIVERED, PENDING, MessageStore, StoredMessage
 from common.ids import idurl_to_global_id, idurl_of
@@ -110,6 +111,7 @@ class MessagingService(GroupEndpoints, ServiceBase):
         self.contacts.listen(self._presence_changed)
         self._subscriptions: list[Any] = []
         self._courier_task: asyncio.Task[Any] | None = None
+        ctx.metrics.register(lambda: messaging_samples(self))
 
     # ---- life cycle ------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from common.values import as_bool
 from services.storage.catalog import DIR, Item, split_remote_path
 from services.storage.customer import Customer
 from services.storage.employer import FIRED
+from services.storage.metrics import StorageMetrics
 from services.storage.shares import SharesEndpoints
 from services.storage.supplier import SupplierRole
 from services.storage.transfers import Job
@@ -63,6 +64,7 @@ class StorageService(SharesEndpoints, ServiceBase):
         self._share_history: list[dict[str, Any]] = []
         # Blocks freed by worker threads stay at the top of their arena: given back once transfers stop.
         self.trimmer = Trimmer(idle=self.customer.transfers.idle)
+        self.counters = StorageMetrics(ctx.metrics, self)
 
     # ---- life cycle -------------------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class StorageService(SharesEndpoints, ServiceBase):
                 await self.ctx.bus.nc.publish(msg.reply, codec.dumps(reply))
 
     async def _emit(self, event_id: str, data: dict[str, Any]) -> None:
+        self.counters.observe(event_id, data)
         await self.ctx.bus.publish_event(event_id, data)
 
     # ---- internal verbs (network_status) ------------------------------------------------------------

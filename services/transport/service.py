@@ -50,6 +50,7 @@ from common.process import ProcessContext, ServiceBase
 from services.transport import network, relay
 from services.transport.files import PayloadFiles
 from services.transport.gateway import Gateway, inbox_body, payload_fields
+from services.transport.metrics import transport_samples
 from common.ids import idurl_to_global_id, idurl_of
 from services.transport.presence import CONNECTED, OFFLINE
 from services.transport.protocol import PeerUnreachableError
@@ -159,6 +160,7 @@ class TransportService(ServiceBase):
         """How late this process's event loop runs (`packets_stats.event_loop_lag`)."""
         self.trimmer = Trimmer()  # the payloads of a burst of packets freed: given back when it is done
         self._subscriptions: list[Any] = []
+        ctx.metrics.register(lambda: transport_samples(self.gateway))
 
     # ---- life cycle ---------------------------------------------------------------------------
 
