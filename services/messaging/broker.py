@@ -11,6 +11,7 @@ answered with Ack / Fail; the transport has proven the packet's creator):
     produce    member  -> broker      a sealed message; Ack {seq} once it is safely queued
     fetch      member  -> broker      entries after `after`, long-polled up to `wait` seconds
     leave      member  -> broker      forget the consumer
+    status     member  -> broker      whether it serves the group now, and its last number (a checked answer)
     replicate  broker  -> broker      entries a broker assigned, to be placed at their numbers
     tail       broker  -> broker      committed entries after `after` (a broker catching up)
 
@@ -20,6 +21,13 @@ is stored uncommitted, copied to the other brokers (`replicate`), committed, and
 acknowledged; consumers are served committed entries only. A broker that (re)starts, or meets a
 group for the first time, first copies what the other brokers have beyond its own last entry
 (`tail`), so after a failover back to it nothing acknowledged is missing.
+
+Signatures: a produce must carry its sender's signature (envelope.py), checked here before
+anything is queued. The broker that numbers an entry signs its chain link (chain.py), which
+names the previous link's hash; a replicated or copied entry is placed only when its link is
+signed by a broker of the group, names it, and chains from the link before it here. A fetch
+names the member's last link (`after_hash`, `after_link`): when our link at that place differs,
+the answer carries ours as `fork` evidence, so the member sees that two histories exist.
 
 Dedupe: a produce whose message id is already queued is acknowledged with its existing number
 (a producer resends an unacknowledged message, with the same id, to the next broker). Members
@@ -40,12 +48,17 @@ import time
 from collections import Counter
 from typing import Any, Awaitable, Callable, Protocol
 
+from dataclasses import replace
+
+from common import rsa_public
 from common.errors import NodeError
 from services.messaging import envelope
+from services.messaging.chain import GENESIS, ChainError, Link
 from services.messaging.envelope import EnvelopeError
 from services.messaging.inbox import ack, fail
 from services.messaging.membership import MembershipError, ProofCache, cert_payload, creator_of, is_group_id
 from services.messaging.queue_store import CONFLICT, CONSUMER, GAP, OK, PRODUCER, Entry, QueueStore
+from services.messaging.signatures import SignatureChecker
 from common.ids import idurl_to_global_id
 
 log = logging.getLogger(__name__)
@@ -77,6 +90,12 @@ class BrokerNet(Protocol):
     async def verify_signature(self, idurl: str, data: bytes, signature: str) -> bool:
         """Whether `signature` (base64) over `data` was made by the master key of `idurl`."""
 
+    async def public_key(self, idurl: str, refresh: bool = False) -> str:
+        """The master public key of `idurl` (OpenSSH text); raises `NodeError` (404: nobody)."""
+
+    async def sign_with(self, key_id: str | None, data: bytes) -> str:
+        """Base64 signature of `data` by a key of ours (None: the master key)."""
+
 
 def request(verb: str, group: str, **fields: Any) -> dict[str, Any]:
     """The payload of a queue packet."""
@@ -107,10 +126,11 @@ class Broker:
         self._locks: dict[str, asyncio.Lock] = {}
         self._events: dict[str, asyncio.Event] = {}
         self._proofs = ProofCache()
+        self.signatures = SignatureChecker(net.public_key)
         self._resting: dict[str, float] = {}
         self._verbs: dict[str, Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "hire": self.hire, "produce": self.produce, "fetch": self.fetch, "leave": self.leave,
-            "replicate": self.replicate, "tail": self.tail,
+            "replicate": self.replicate, "tail": self.tail, "status": self.status,
         }
 
     async def handle(self, sender: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +145,8 @@ class Broker:
         except MembershipError as err:
             return self._drop(err.reason, sender, str(err))
         except EnvelopeError as err:
+            return self._drop(err.reason, sender, str(err))
+        except ChainError as err:
             return self._drop(err.reason, sender, str(err))
         except (ValueError, KeyError, TypeError):
             return self._drop("malformed", sender, "malformed queue request")
@@ -153,6 +175,8 @@ class Broker:
             raise MembershipError("forged_sender", "the message names another sender than the packet's creator")
         if len(sealed.body) > MAX_SEALED_BYTES:
             raise MembershipError("too_large", "the message is too large")
+        if not await self.signatures.valid(sender, sealed.signed_bytes(), sealed.signature):
+            raise MembershipError("bad_signature", "the message is not signed by its sender")
         position, brokers = await self._position(queue["creator"])
         async with self._lock(group):
             await self._sync(group, position, brokers)
@@ -160,9 +184,11 @@ class Broker:
                 found = self.store.find(group, header.message_id)
                 if found is not None and found[1]:
                     self.duplicates += 1
-                    return ack(seq=found[0].seq, message_id=header.message_id, position=position, duplicate=True)
-                entry = found[0] if found else self.store.append(group, header.message_id, sender, raw,
-                                                                  self.clock())
+                    return ack(seq=found[0].seq, message_id=header.message_id, position=position, duplicate=True,
+                               link=found[0].link)
+                entry = found[0] if found else await self._append(group, sealed, raw)
+                if entry is None:  # another broker's entry took the place while we signed: number it again
+                    continue
                 outcome = await self._replicate(group, queue, entry, position, brokers)
                 current = self.store.get(group, entry.seq)
                 if outcome == OK and current is not None and current[0].message_id == entry.message_id:
@@ -171,7 +197,7 @@ class Broker:
                     self.accepted += 1
                     self.roles[group] = PRIMARY
                     self._wake(group)
-                    return ack(seq=entry.seq, message_id=header.message_id, position=position)
+                    return ack(seq=entry.seq, message_id=header.message_id, position=position, link=entry.link)
                 # Another broker numbered a message at this place first: take its entries, number ours again.
                 self.store.drop(group, entry.seq, entry.message_id)
                 self._stale.add(group)
@@ -190,13 +216,22 @@ class Broker:
                 self._stale.add(group)  # the member is ahead of us: others have what we missed
             await self._sync(group, position, brokers)
             if after is not None and after > self.store.last_seq(group):
-                # The member saw numbers no reachable broker has (their broker is gone): never reuse them.
-                self.store.raise_floor(group, after)
+                # The member saw numbers no reachable broker has (their broker is gone): never reuse them,
+                # and chain the next link from the member's last one when a broker of the group signed it.
+                self.store.raise_floor(group, after, await self._floor_hash(group, after, doc, brokers))
         if after is None:  # a fresh member starts at the end of the queue
             after = self._committed_last(group)
             self.store.touch_peer(group, sender, CONSUMER, after, self.clock())
             return self._batch(group, position, after, [])
         self.store.touch_peer(group, sender, CONSUMER, after, self.clock())
+        ours = self.store.get(group, after) if after >= 0 else None
+        theirs = doc.get("after_hash")
+        if ours is not None and ours[1] and ours[0].link and isinstance(theirs, str) and theirs \
+                and Link.from_wire(ours[0].link).hash() != theirs:
+            # The member holds another history at this place: show it ours, serve nothing after it.
+            reply = self._batch(group, position, after, [])
+            reply["payload"]["fork"] = ours[0].link
+            return reply
         wait = min(max(float(doc.get("wait") or 0), 0.0), MAX_WAIT)
         entries = self.store.tail(group, after, MAX_BATCH)
         if not entries and wait > 0:
@@ -205,6 +240,13 @@ class Broker:
                 await asyncio.wait_for(event.wait(), wait)
             entries = self.store.tail(group, after, MAX_BATCH)
         return self._batch(group, position, after, entries)
+
+    async def status(self, sender: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """A member's check that this broker serves the group now (`not_hired` otherwise)."""
+        group, queue = await self._queue(doc)
+        self._proofs.check(group, queue["public"], sender, doc.get("proof"))
+        position, _ = await self._position(queue["creator"])
+        return ack(position=position, last=self._committed_last(group))
 
     async def leave(self, sender: str, doc: dict[str, Any]) -> dict[str, Any]:
         group, queue = await self._queue(doc)
@@ -222,6 +264,7 @@ class Broker:
             raise ValueError("entries must be a list")
         result = OK
         for entry in sorted((Entry.from_wire(i) for i in items), key=lambda e: e.seq):
+            await self._check_entry(group, entry, brokers)
             outcome = self.store.place(group, entry, replace_uncommitted=theirs[0] < position)
             if outcome in (GAP, CONFLICT):
                 result = outcome
@@ -242,6 +285,65 @@ class Broker:
         after = int(doc.get("after", -1))
         entries = self.store.tail(group, after, MAX_BATCH)
         return ack(entries=[e.wire() for e in entries], last=self.store.last_seq(group))
+
+    # ---- the chain -------------------------------------------------------------------------------
+
+    def _prev_hash(self, group: str, seq: int) -> str:
+        """The hash the link at `seq` names: the link before it here, or the floor a member raised."""
+        if seq == 0:
+            return GENESIS
+        found = self.store.get(group, seq - 1)
+        if found is not None and found[0].link:
+            return Link.from_wire(found[0].link).hash()
+        floor, floor_hash = self.store.floor(group)
+        return floor_hash if floor == seq - 1 else GENESIS
+
+    async def _append(self, group: str, sealed: envelope.Sealed, raw: dict[str, Any]) -> Entry | None:
+        """Number a new message with a signed link; None when the place was taken while we signed."""
+        me = await self.net.my_idurl() or ""
+        seq = self.store.last_seq(group) + 1
+        header = sealed.header
+        link = Link(group, seq, header.message_id, header.sender, sealed.digest(), self._prev_hash(group, seq), me)
+        link = replace(link, signature=await self.net.sign_with(None, link.signed_bytes()))
+        if self.store.last_seq(group) + 1 != seq:
+            return None
+        return self.store.append(group, header.message_id, header.sender, raw, self.clock(), link.wire())
+
+    async def _signed_by_broker(self, link: Link, brokers: list[tuple[int, str]]) -> bool:
+        if link.broker not in [idurl for _, idurl in brokers]:
+            return False
+        try:
+            signature = rsa_public.unb64(link.signature)
+        except rsa_public.CryptoError:
+            return False
+        return await self.signatures.valid(link.broker, link.signed_bytes(), signature)
+
+    async def _check_entry(self, group: str, entry: Entry, brokers: list[tuple[int, str]]) -> None:
+        """Refuse an entry another broker sent unless its link and its sender's signature check out here."""
+        link = Link.from_wire(entry.link)
+        sealed = envelope.parse(entry.sealed)
+        if (link.group, link.seq, link.message_id, link.sender, link.digest) != \
+                (group, entry.seq, entry.message_id, entry.sender, sealed.digest()) \
+                or sealed.header.sender != entry.sender or sealed.header.message_id != entry.message_id:
+            raise ChainError("bad_link", "the link names another entry")
+        if entry.seq > 0:
+            before = self.store.get(group, entry.seq - 1)
+            if before is not None and before[0].link and Link.from_wire(before[0].link).hash() != link.prev:
+                raise ChainError("fork", f"entry {entry.seq} does not chain from ours")
+        if not await self._signed_by_broker(link, brokers):
+            raise ChainError("bad_link", "the link is not signed by a broker of the group")
+        if not await self.signatures.valid(entry.sender, sealed.signed_bytes(), sealed.signature):
+            raise MembershipError("bad_signature", "the message is not signed by its sender")
+
+    async def _floor_hash(self, group: str, after: int, doc: dict[str, Any], brokers: list[tuple[int, str]]) -> str:
+        """The hash of the member's last link when a broker of the group signed it, else ""."""
+        try:
+            link = Link.from_wire(doc.get("after_link"))
+        except ChainError:
+            return ""
+        if link.group != group or link.seq != after or not await self._signed_by_broker(link, brokers):
+            return ""
+        return link.hash()
 
     # ---- helpers ---------------------------------------------------------------------------------
 
@@ -365,6 +467,12 @@ class Broker:
                     break
                 placed = 0
                 for entry in sorted((Entry.from_wire(i) for i in items), key=lambda e: e.seq):
+                    try:
+                        await self._check_entry(group, entry, brokers)
+                    except (ChainError, MembershipError) as err:
+                        self.dropped[err.reason] += 1
+                        log.warning("catching up %s from %s stopped at %d: %s", group, idurl, entry.seq, err.reason)
+                        break
                     outcome = self.store.place(group, entry, replace_uncommitted=True)
                     if outcome in (GAP, CONFLICT):
                         log.warning("catching up %s from %s stopped at %d: %s", group, idurl, entry.seq, outcome)

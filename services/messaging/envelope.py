@@ -10,12 +10,20 @@ as associated data, so it cannot be altered without the body failing to open. Wh
 proven by the packet signature the transport checked; `check_header` makes the recipient insist
 that the header's sender is the packet's creator and the header's recipient is itself.
 
+A group message (`msg_type` "group_message", `recipient` the group key id) carries one more
+field, `"signature"`: b64 RSA-PSS of `signed_bytes(...)` by the sender's master key. Anyone who
+holds the group's *public* key (every broker) can seal a message to the group, and the AEAD only
+proves the sealer knew that key, so the signature is what proves the sender: it covers the whole
+header (type, id, sender, group, time) and the wrapped key and ciphertext, which fix the
+plaintext for the group key. Brokers and members check it; members drop what fails.
+
 Pure functions: the identity process seals and opens (`identity.seal`, `identity.open`), so the
 private half never leaves it and the messaging process loads no cipher.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +34,7 @@ from common.rsa_public import CryptoError, b64, unb64
 
 VERSION = 1
 MESSAGE_TYPES = ("private_message", "group_message", "personal_message")
+GROUP_SIGNATURE_DOMAIN = b"bitdust-group-message:"
 MAX_CLOCK_AHEAD = 600.0
 """Seconds a message's time may be ahead of ours (clock skew) before it is refused."""
 
@@ -60,6 +69,15 @@ class Sealed:
     header: Header
     wrapped_key: bytes
     body: bytes
+    signature: bytes = b""
+    """The sender's signature of `signed_bytes` (group messages; empty when absent)."""
+
+    def signed_bytes(self) -> bytes:
+        return signed_bytes(self.header, self.wrapped_key, self.body)
+
+    def digest(self) -> str:
+        """sha256 (hex) of everything the message is: what a broker's chain link names."""
+        return hashlib.sha256(self.signed_bytes() + b"\x00" + self.signature).hexdigest()
 
 
 def new_message_id(prefix: str = "private") -> str:
@@ -67,9 +85,18 @@ def new_message_id(prefix: str = "private") -> str:
     return f"{prefix}_{time.time_ns() // 1000}{secrets.randbelow(10**6):06d}"
 
 
-def sealed_payload(header: Header, wrapped_key: bytes, body: bytes) -> dict[str, Any]:
-    """The JSON payload of a message sealed with `header.aad()` bound to its body."""
-    return {"v": VERSION, **asdict(header), "key": b64(wrapped_key), "body": b64(body)}
+def sealed_payload(header: Header, wrapped_key: bytes, body: bytes, signature: bytes = b"") -> dict[str, Any]:
+    """The JSON payload of a message sealed with `header.aad()` bound to its body (and signed, for groups)."""
+    payload = {"v": VERSION, **asdict(header), "key": b64(wrapped_key), "body": b64(body)}
+    if signature:
+        payload["signature"] = b64(signature)
+    return payload
+
+
+def signed_bytes(header: Header, wrapped_key: bytes, body: bytes) -> bytes:
+    """What the sender of a group message signs: its header, wrapped key and ciphertext, in a fixed order."""
+    return GROUP_SIGNATURE_DOMAIN + codec.dumps(
+        {"v": VERSION, **asdict(header), "key": b64(wrapped_key), "body": b64(body)})
 
 
 def parse(payload: Any) -> Sealed:
@@ -84,11 +111,12 @@ def parse(payload: Any) -> Sealed:
         )
         wrapped = unb64(_text(payload, "key", 4096))
         body = unb64(_text(payload, "body", 4 * 1024 * 1024))
+        signature = unb64(_text(payload, "signature", 4096)) if "signature" in payload else b""
     except (KeyError, TypeError, ValueError, CryptoError):
         raise EnvelopeError("malformed", "sealed message fields are missing or ill-formed") from None
     if header.msg_type not in MESSAGE_TYPES:
         raise EnvelopeError("malformed", f"unknown message type {header.msg_type[:40]!r}")
-    return Sealed(header, wrapped, body)
+    return Sealed(header, wrapped, body, signature)
 
 
 def check_header(header: Header, creator_idurl: str, my_idurl: str, now: float, max_age: float) -> None:

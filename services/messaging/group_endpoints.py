@@ -161,8 +161,18 @@ class GroupEndpoints(ServiceBase):
             "members": machine.consumers if machine else [],
             "producers": machine.producers if machine else [],
             "last_error": machine.last_error if machine else "",
+            # What this member refused: messages by reason, and brokers caught breaking the chain.
+            "dropped": {reason: n for (g, reason), n in self.groups.group_dropped.items() if g == group},
+            "faulty_brokers": self._faults(group),
         })
         return item
+
+    def _faults(self, group: str) -> list[dict[str, Any]]:
+        found: dict[str, dict[str, int]] = {}
+        for (g, broker, reason), count in self.groups.faults.items():
+            if g == group:
+                found.setdefault(broker, {})[reason] = count
+        return [{"broker_id": idurl_to_global_id(b), "idurl": b, "faults": faults} for b, faults in found.items()]
 
     @endpoint()
     async def group_join(self, group_key_id: str, publish_events: Any = False, use_dht_cache: Any = True,
@@ -272,16 +282,28 @@ class GroupEndpoints(ServiceBase):
 
     @endpoint()
     async def queue_keepers_list(self) -> list[dict[str, Any]]:
-        """The broker sets this node keeps in the DHT as a group creator."""
+        """The brokers this node hired as a group creator, each as checked now.
+
+        A broker is CONNECTED only when it answered a request of ours (fetch, produce, or the
+        `status` query sent now) within the last minute; OFFLINE when the query found no one,
+        REFUSED when it answered with a refusal (no longer hired, service off). The keeper is
+        CONNECTED when every position has a CONNECTED broker, DHT_WRITE? while positions are
+        unfilled, DEGRADED when some brokers answer and NO_BROKER_ANSWERS when none does.
+        """
         me = await self._my_idurl()
         groups = [r for r in self.group_store.all() if r.creator == me]
         if not groups:
             return []
-        brokers = await self.peers.brokers(me)
-        return [{"customer_id": idurl_to_global_id(me), "customer_idurl": me,
-                 "state": "CONNECTED" if len(brokers) >= self._positions() else "DHT_WRITE?",
-                 "groups": [r.group_key_id for r in groups],
-                 "brokers": [{"position": p, "broker_id": idurl_to_global_id(b), "idurl": b} for p, b in brokers]}]
+        checked = await self.groups.check_brokers(me, groups[0].group_key_id)
+        connected = [b for b in checked if b["state"] == "CONNECTED"]
+        if len(checked) < self._positions():
+            state = "DHT_WRITE?"
+        elif len(connected) == len(checked):
+            state = "CONNECTED"
+        else:
+            state = "DEGRADED" if connected else "NO_BROKER_ANSWERS"
+        return [{"customer_id": idurl_to_global_id(me), "customer_idurl": me, "state": state,
+                 "groups": [r.group_key_id for r in groups], "brokers": checked}]
 
     @endpoint()
     async def queue_peddlers_list(self) -> list[dict[str, Any]]:

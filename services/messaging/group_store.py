@@ -5,6 +5,9 @@ It only grows, and it is written after the message is in history, so a kill betw
 the member fetch that message again, where history (keyed by sender and message id) recognises
 it: nothing is shown twice and nothing is skipped.
 
+`last_link` is the broker-signed chain link (chain.py) of that message: the next entry must
+chain from its hash, so a broker cannot skip, reorder or rewrite what comes after unseen.
+
 `in_order` is the member's rule for a batch from a broker: keep the entries after `last_seq`, in
 sequence order, each number once; anything at or below it is a replay.
 
@@ -16,10 +19,12 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
-from services.messaging.queue_store import Entry
+from common import codec
 from common.fsutil import open_sqlite
+from services.messaging.chain import GENESIS, Link
+from services.messaging.queue_store import Entry, add_missing_column
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -28,6 +33,7 @@ CREATE TABLE IF NOT EXISTS groups (
     creator TEXT NOT NULL,
     joined INTEGER NOT NULL DEFAULT 0,
     last_seq INTEGER NOT NULL DEFAULT -1,
+    last_link TEXT NOT NULL DEFAULT '',
     updated REAL NOT NULL
 );
 """
@@ -42,6 +48,13 @@ class GroupRecord:
     creator: str
     joined: bool
     last_seq: int
+    last_link: dict[str, Any] | None = None
+
+    def last_hash(self) -> str | None:
+        """The hash the next entry's link must name (None: the member holds no link for `last_seq`)."""
+        if self.last_seq < 0:
+            return GENESIS
+        return Link.from_wire(self.last_link).hash() if self.last_link else None
 
 
 def in_order(last_seq: int, entries: Iterable[Entry]) -> tuple[list[Entry], int]:
@@ -63,6 +76,7 @@ class GroupStore:
 
     def __init__(self, path: Path):
         self.db = open_sqlite(path, _SCHEMA)
+        add_missing_column(self.db, "groups", "last_link", "TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self.db.close()
@@ -85,13 +99,15 @@ class GroupStore:
     def set_joined(self, group: str, joined: bool, now: float) -> None:
         self.db.execute("UPDATE groups SET joined=?, updated=? WHERE group_key_id=?", (int(joined), now, group))
 
-    def advance(self, group: str, seq: int) -> None:
-        """Record that messages up to `seq` were consumed (never moves back)."""
-        self.db.execute("UPDATE groups SET last_seq=MAX(last_seq, ?) WHERE group_key_id=?", (seq, group))
+    def advance(self, group: str, seq: int, link: dict[str, Any] | None = None) -> None:
+        """Record that messages up to `seq` were consumed, and the link of `seq` (never moves back)."""
+        self.db.execute("UPDATE groups SET last_seq=?, last_link=? WHERE group_key_id=? AND last_seq<?",
+                        (seq, codec.dumps(link).decode() if link else "", group, seq))
 
     def remove(self, group: str) -> None:
         self.db.execute("DELETE FROM groups WHERE group_key_id=?", (group,))
 
 
 def _record(row: sqlite3.Row) -> GroupRecord:
-    return GroupRecord(row["group_key_id"], row["label"], row["creator"], bool(row["joined"]), int(row["last_seq"]))
+    return GroupRecord(row["group_key_id"], row["label"], row["creator"], bool(row["joined"]), int(row["last_seq"]),
+                       codec.loads(row["last_link"]) if row["last_link"] else None)

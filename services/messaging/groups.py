@@ -9,9 +9,17 @@ its `last_seq`. A broker that fails (no answer, its messaging process gone) is s
 the queue on every fetch, switching brokers neither skips nor repeats a message, and a member
 that was away (left, stopped, restarted) gets what it missed, in order, on its next fetch.
 
+Trusting no broker: every entry must carry a link signed by one of the group's brokers that
+chains from the last entry this member consumed (chain.py), and a message signed by its sender
+(envelope.py). A broker that serves a gap, a fork, a reordered or badly linked entry is reported
+(log, `faults`, the `group-broker-faulty` event), rests for `FAULTY_BACKOFF` seconds, and the
+next broker serves the same fetch. A message whose sender signature fails is dropped and
+counted, and the broker that numbered it is reported too (honest brokers check it first).
+
 Sending: the data is sealed to the group key by the identity process (a fresh AES-256-GCM key per
-message, wrapped by the group's RSA public key: brokers see only ciphertext) and offered to the
-brokers in position order until one acknowledges it with its sequence number. A resend after a
+message, wrapped by the group's RSA public key: brokers see only ciphertext), signed with our
+master key, and offered to the brokers in position order until one acknowledges it with its
+sequence number. A resend after a
 lost answer carries the same message id, which brokers recognise.
 
 The creator's side (`ensure_brokers`): hire brokers from the DHT's brokers layer for the missing
@@ -27,15 +35,19 @@ import time
 from collections import Counter
 from typing import Any, Awaitable, Callable, Protocol
 
+from common import rsa_public
 from common.automat import Automat, AutomatRegistry
 from common.errors import ConflictError, NodeError, NotFoundError, UnavailableError
 from services.messaging import envelope
 from services.messaging.broker import request
+from services.messaging.chain import BAD_LINK, FORGED_MESSAGE, FORK, ChainError, Link, follows
 from services.messaging.courier import fail_reason
 from services.messaging.envelope import EnvelopeError
 from services.messaging.group_store import GroupRecord, GroupStore, in_order
 from services.messaging.membership import alias_of, proof_payload
 from services.messaging.queue_store import Entry
+from common.ids import idurl_to_global_id
+from services.messaging.signatures import SignatureChecker
 from services.messaging.store import DELIVERED, RECEIVED, MessageStore, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -46,6 +58,11 @@ FETCH_MARGIN = 6.0
 PRODUCE_TIMEOUT = 12.0
 SEND_DEADLINE = 45.0
 BROKER_BACKOFF = 10.0
+FAULTY_BACKOFF = 60.0
+"""Seconds a broker caught serving a broken chain is passed over while another one answers."""
+STATUS_TIMEOUT = 8.0
+CHECKED_FRESH = 60.0
+"""Seconds a broker's last checked answer (fetch, produce, status) counts as it being connected."""
 NO_BROKERS_RETRY = 5.0
 HIRE_TIMEOUT = 10.0
 HIRE_RETRY = 15.0
@@ -53,6 +70,10 @@ HIRE_RETRY = 15.0
 PERMANENT = frozenset({"not_member", "bad_certificate", "forged_sender", "too_large", "malformed"})
 
 IN_SYNC = "IN_SYNC!"
+CONNECTED, OFFLINE, REFUSED = "CONNECTED", "OFFLINE", "REFUSED"
+"""What a creator's check of one of its brokers found (queue_keepers_list)."""
+_FORGED = object()
+"""What `_open` gives for a message its sender did not sign (dropped, and its broker reported)."""
 
 
 class GroupsNet(Protocol):
@@ -67,8 +88,11 @@ class GroupsNet(Protocol):
     async def group_key(self, key_id: str) -> dict[str, Any]:
         """The key's `public` half and creator `signature` (raises `NotFoundError`)."""
 
-    async def sign_with(self, key_id: str, data: bytes) -> str:
-        """Base64 signature of `data` by a private key held by the identity process."""
+    async def sign_with(self, key_id: str | None, data: bytes) -> str:
+        """Base64 signature of `data` by a private key held by the identity process (None: the master key)."""
+
+    async def public_key(self, idurl: str, refresh: bool = False) -> str:
+        """The master public key of `idurl` (OpenSSH text); raises `NodeError` (404: nobody)."""
 
     async def seal(self, public_key: str, header: envelope.Header, data: dict[str, Any]) -> dict[str, Any]:
         """The payload of `data` sealed for the holder of `public_key` (OpenSSH text)."""
@@ -111,7 +135,8 @@ class Groups:
     def __init__(self, store: GroupStore, history: MessageStore, net: GroupsNet,
                  on_new: Callable[[StoredMessage], Awaitable[bool]], registry: AutomatRegistry | None = None,
                  clock: Callable[[], float] = time.time, poll_wait: float = POLL_WAIT,
-                 positions: Callable[[], int] = lambda: 2):
+                 positions: Callable[[], int] = lambda: 2,
+                 on_fault: Callable[[str, str, str], Awaitable[None]] | None = None):
         self.store = store
         self.history = history
         self.net = net
@@ -122,7 +147,17 @@ class Groups:
         self.positions = positions
         self._hired_at = 0.0
         self.members: dict[str, GroupMember] = {}
+        self.on_fault = on_fault
         self.dropped: Counter[str] = Counter()
+        self.group_dropped: Counter[tuple[str, str]] = Counter()
+        """(group, reason) -> messages dropped: what `group_info` shows."""
+        self.faults: Counter[tuple[str, str, str]] = Counter()
+        """(group, broker IDURL, reason) -> times that broker was caught serving a broken chain."""
+        self.answered: dict[str, float] = {}
+        """Broker IDURL -> when it last answered a request of ours with an Ack (our clock)."""
+        self.failures: dict[str, tuple[str, str]] = {}
+        """Broker IDURL -> (OFFLINE or REFUSED, reason) of its last failed request (cleared by an Ack)."""
+        self.signatures = SignatureChecker(net.public_key)
         self.received = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backoff: dict[str, float] = {}
@@ -254,34 +289,88 @@ class Groups:
             raise UnavailableError(f"no brokers of {group} in the DHT yet", reason="no_brokers")
         machine.fire("brokers-found")
         cert, proof, _ = await self.credentials(group)
-        payload = request("fetch", group, cert=cert, proof=proof, after=record.last_seq, wait=wait)
         tried: set[str] = set()
         while True:
             # The best broker first; when it fails, the next one at once (a failover costs no poll).
             position, broker = self._pick([b for b in brokers if b[1] not in tried])
             tried.add(broker)
+            payload = self._fetch_request(group, cert, proof, wait)
             try:
                 reply = await self.net.request(broker, payload, wait + FETCH_MARGIN)
             except NodeError as err:
-                self._broker_failed(machine, broker, err.reason)
+                self._broker_failed(machine, broker, err.reason, OFFLINE)
                 if len(tried) < len(brokers):
                     continue
                 raise
             if reply.get("command") == "Ack" and isinstance(reply.get("payload"), dict):
-                break
+                try:
+                    await self._take(group, broker, position, reply["payload"], brokers)
+                    return
+                except ChainError as err:
+                    for culprit in err.culprits or (broker,):
+                        await self._report(group, culprit, err.reason, str(err))
+                    if len(tried) < len(brokers):
+                        continue
+                    raise UnavailableError(f"no broker of {group} serves an intact queue: {err.reason}",
+                                           reason="broker_faulty") from None
             reason = fail_reason(reply)
-            self._broker_failed(machine, broker, reason)
+            self._broker_failed(machine, broker, reason, REFUSED)
             if reason in PERMANENT:
                 self._credentials.pop(group, None)
             if len(tried) >= len(brokers):
                 raise UnavailableError(f"broker {broker} refused: {reason}", reason="broker_refused")
-        answer = reply["payload"]
+
+    def _fetch_request(self, group: str, cert: dict[str, str], proof: str, wait: float) -> dict[str, Any]:
+        """A fetch after our last consumed entry, naming its link (a broker shows a fork, or chains from it)."""
+        record = self.store.get(group)
+        if record is None:
+            raise NotFoundError(f"group {group} was not found", reason="group_not_found")
+        return request("fetch", group, cert=cert, proof=proof, after=record.last_seq, wait=wait,
+                       after_hash=record.last_hash() or "", after_link=record.last_link)
+
+    async def _take(self, group: str, broker: str, position: int, answer: dict[str, Any],
+                    brokers: list[tuple[int, str]]) -> None:
+        """Consume a broker's answer; raises `ChainError` when it does not continue our chain."""
+        machine = self.machine(group)
+        if answer.get("fork") is not None:
+            await self._check_fork(group, answer["fork"], brokers)
+        await self.consume(group, answer.get("entries") or [], brokers)
         self._backoff.pop(broker, None)
+        self._answered(broker)
         machine.active_broker, machine.position = broker, position
         machine.consumers = [str(c) for c in answer.get("consumers") or []]
         machine.producers = [str(p) for p in answer.get("producers") or []]
         machine.fire("queue-connected")
-        await self.consume(group, answer.get("entries") or [])
+
+    async def _check_fork(self, group: str, evidence: Any, brokers: list[tuple[int, str]]) -> None:
+        """A broker says it holds another link at our last place: raise the fork, naming who signed both."""
+        record = self.store.get(group)
+        theirs = Link.from_wire(evidence)
+        if record is None or not record.last_link or theirs.group != group or theirs.seq != record.last_seq:
+            raise ChainError(BAD_LINK, "fork evidence for another place")
+        mine = Link.from_wire(record.last_link)
+        if theirs.hash() == mine.hash() or not await self._signed_by_broker(theirs, brokers):
+            raise ChainError(BAD_LINK, "fork evidence that proves nothing")
+        # Two links for one place, both signed by brokers of the group: whoever signed both equivocated;
+        # otherwise two brokers numbered the same place and both are named.
+        raise ChainError(FORK, f"two histories at entry {mine.seq}",
+                         culprits=tuple(sorted({theirs.broker, mine.broker})))
+
+    async def _report(self, group: str, broker: str, reason: str, detail: str) -> None:
+        """A broker caught breaking the chain: counted, logged, rested, and told to the node's listeners."""
+        self.faults[(group, broker, reason)] += 1
+        log.warning("broker %s of %s is faulty: %s (%s)", broker, group, reason, detail)
+        self._backoff[broker] = time.monotonic() + FAULTY_BACKOFF
+        machine = self.machine(group)
+        machine.last_error = f"broker_{reason}"
+        machine.fire("broker-failed")
+        if self.on_fault is not None:
+            with contextlib.suppress(Exception):
+                await self.on_fault(group, broker, reason)
+
+    def _answered(self, broker: str) -> None:
+        self.answered[broker] = self.clock()
+        self.failures.pop(broker, None)
 
     def _pick(self, brokers: list[tuple[int, str]]) -> tuple[int, str]:
         """The lowest position not resting after a failure (else the one whose rest ends first)."""
@@ -291,18 +380,23 @@ class Groups:
                 return position, broker
         return min(brokers, key=lambda b: self._backoff.get(b[1], 0.0))
 
-    def _broker_failed(self, machine: GroupMember, broker: str, reason: str) -> None:
+    def _broker_failed(self, machine: GroupMember, broker: str, reason: str, state: str) -> None:
         log.info("broker %s of %s failed: %s", broker, machine.group, reason)
+        self.failures[broker] = (state, reason)
         self._backoff[broker] = time.monotonic() + BROKER_BACKOFF
         machine.last_error = reason
         machine.fire("broker-failed")
 
-    async def consume(self, group: str, items: list[Any]) -> int:
-        """Open, record and hand on the entries after our position, in order; returns how many were new."""
-        async with self._consuming.setdefault(group, asyncio.Lock()):
-            return await self._consume(group, items)
+    async def consume(self, group: str, items: list[Any], brokers: list[tuple[int, str]] | None = None) -> int:
+        """Check, open, record and hand on the entries after our position, in order; how many were new.
 
-    async def _consume(self, group: str, items: list[Any]) -> int:
+        Raises:
+            ChainError: an entry does not continue our chain (the entries before it are consumed).
+        """
+        async with self._consuming.setdefault(group, asyncio.Lock()):
+            return await self._consume(group, items, brokers)
+
+    async def _consume(self, group: str, items: list[Any], brokers: list[tuple[int, str]] | None) -> int:
         entries = []
         for item in items:
             try:
@@ -315,27 +409,72 @@ class Groups:
         fresh, replays = in_order(record.last_seq, entries)
         if replays:
             self.dropped["replayed"] += replays
-        opened = await asyncio.gather(*(self._open(group, e) for e in fresh), return_exceptions=True)
+        if brokers is None:
+            brokers = await self.net.brokers(record.creator)
+        # The chain first, in order and cheap: the entries up to the first one that breaks it are taken.
+        checked: list[tuple[Entry, Link, envelope.Sealed]] = []
+        fault: ChainError | None = None
+        last_seq, last_hash = record.last_seq, record.last_hash()
+        for entry in fresh:
+            try:
+                link, sealed = await self._check_link(group, entry, last_seq, last_hash, brokers, record.creator)
+            except ChainError as err:
+                fault = err
+                break
+            checked.append((entry, link, sealed))
+            last_seq, last_hash = entry.seq, link.hash()
+        opened = await asyncio.gather(*(self._open(group, e, sealed) for e, _, sealed in checked),
+                                      return_exceptions=True)
         new = 0
-        for entry, result in zip(fresh, opened, strict=True):
-            if isinstance(result, NodeError):
-                raise result  # the identity process is away: stop here, this entry is fetched again
+        for (entry, link, _), result in zip(checked, opened, strict=True):
             if isinstance(result, BaseException):
-                raise result
-            if result is not None and self.history.add(result):
+                raise result  # the identity process is away: stop here, this entry is fetched again
+            if result is _FORGED:
+                await self._report(group, link.broker, FORGED_MESSAGE, f"entry {entry.seq} is not signed by its sender")
+            elif isinstance(result, StoredMessage) and self.history.add(result):
                 self.received += 1
                 new += 1
                 await self.on_new(result)
-            self.store.advance(group, entry.seq)
+            self.store.advance(group, entry.seq, link.wire())
+        if fault is not None:
+            raise fault
         return new
 
-    async def _open(self, group: str, entry: Entry) -> StoredMessage | None:
+    async def _check_link(self, group: str, entry: Entry, last_seq: int, last_hash: str | None,
+                          brokers: list[tuple[int, str]], creator: str) -> tuple[Link, envelope.Sealed]:
+        """The entry's link and sealed message when it continues our chain; raises `ChainError`."""
+        if entry.link is None:
+            raise ChainError(BAD_LINK, f"entry {entry.seq} has no link")
+        link = Link.from_wire(entry.link)
         try:
             sealed = envelope.parse(entry.sealed)
+        except EnvelopeError:
+            raise ChainError(BAD_LINK, f"entry {entry.seq} holds no sealed message") from None
+        follows(link, group, entry.seq, entry.message_id, entry.sender, sealed.digest(), last_seq, last_hash)
+        if link.broker not in [b for _, b in brokers]:
+            brokers = await self.net.brokers(creator, refresh=True)
+        if not await self._signed_by_broker(link, brokers):
+            raise ChainError(BAD_LINK, f"the link of entry {entry.seq} is not signed by a broker of the group")
+        return link, sealed
+
+    async def _signed_by_broker(self, link: Link, brokers: list[tuple[int, str]]) -> bool:
+        if link.broker not in [b for _, b in brokers]:
+            return False
+        try:
+            signature = rsa_public.unb64(link.signature)
+        except rsa_public.CryptoError:
+            return False
+        return await self.signatures.valid(link.broker, link.signed_bytes(), signature)
+
+    async def _open(self, group: str, entry: Entry, sealed: envelope.Sealed) -> StoredMessage | object | None:
+        """The message of a checked entry; `_FORGED` when its sender did not sign it, None when dropped."""
+        try:
             header = sealed.header
             if header.msg_type != "group_message" or header.recipient != group \
                     or header.sender != entry.sender or header.message_id != entry.message_id:
                 raise EnvelopeError("forged_sender", "the entry does not match its sealed header")
+            if not await self.signatures.valid(header.sender, sealed.signed_bytes(), sealed.signature):
+                raise EnvelopeError("bad_signature", "the message is not signed by its sender")
             try:
                 plain = await self.net.open(sealed, group)
             except NodeError as err:
@@ -345,8 +484,9 @@ class Groups:
             data = envelope.decode_body(plain)
         except EnvelopeError as err:
             self.dropped[err.reason] += 1
+            self.group_dropped[(group, err.reason)] += 1
             log.warning("group message %s/%d dropped: %s", group, entry.seq, err.reason)
-            return None
+            return _FORGED if err.reason in ("bad_signature", "forged_sender") else None
         mine = header.sender == await self.net.my_idurl()
         return StoredMessage(sender=header.sender, message_id=header.message_id, direction="out" if mine else "in",
                              recipient=group, msg_type="group_message", time=header.time, data=data,
@@ -371,6 +511,7 @@ class Groups:
         cert, proof, me = await self.credentials(group)
         header = envelope.Header("group_message", envelope.new_message_id("group"), me, group, self.clock())
         sealed = await self.net.seal(str(cert["public"]), header, data)
+        sealed["signature"] = await self.net.sign_with(None, envelope.parse(sealed).signed_bytes())
         payload = request("produce", group, cert=cert, proof=proof, sealed=sealed)
         machine = self.machine(group)
         deadline = time.monotonic() + SEND_DEADLINE
@@ -385,10 +526,11 @@ class Groups:
                     reply = await self.net.request(broker, payload, PRODUCE_TIMEOUT)
                 except NodeError as err:
                     errors.append(err.reason)
-                    self._broker_failed(machine, broker, err.reason)
+                    self._broker_failed(machine, broker, err.reason, OFFLINE)
                     continue
                 answer = reply.get("payload")
                 if reply.get("command") == "Ack" and isinstance(answer, dict):
+                    self._answered(broker)
                     return {"group_key_id": group, "message_id": header.message_id, "sequence_id": answer.get("seq"),
                             "broker_id": broker, "position": position, "duplicate": bool(answer.get("duplicate"))}
                 reason = fail_reason(reply)
@@ -396,11 +538,41 @@ class Groups:
                 if reason in PERMANENT:
                     self._credentials.pop(group, None)
                     raise ConflictError(f"broker refused the message: {reason}", reason=f"group_{reason}")
-                self._broker_failed(machine, broker, reason)
+                self._broker_failed(machine, broker, reason, REFUSED)
             if time.monotonic() > deadline:
                 raise UnavailableError(f"no broker of {group} took the message: {', '.join(errors[-3:]) or 'none'}",
                                        reason="broker_unavailable")
             await asyncio.sleep(1.0)
+
+    # ---- what is known of the brokers ------------------------------------------------------------
+
+    async def check_brokers(self, creator: str, group: str) -> list[dict[str, Any]]:
+        """The creator's brokers, each with what was checked: a recent Ack, else a `status` query now."""
+        brokers = await self.net.brokers(creator)
+        try:
+            cert, proof, _ = await self.credentials(group)
+        except NodeError:
+            cert, proof = {}, ""
+
+        async def check(position: int, broker: str) -> dict[str, Any]:
+            if self.clock() - self.answered.get(broker, float("-inf")) > CHECKED_FRESH:
+                try:
+                    reply = await self.net.request(broker, request("status", group, cert=cert, proof=proof),
+                                                   STATUS_TIMEOUT)
+                except NodeError as err:
+                    self.failures[broker] = (OFFLINE, err.reason)
+                else:
+                    if reply.get("command") == "Ack":
+                        self._answered(broker)
+                    else:
+                        self.failures[broker] = (REFUSED, fail_reason(reply))
+            fresh = self.clock() - self.answered.get(broker, float("-inf")) <= CHECKED_FRESH
+            state, error = self.failures.get(broker, (CONNECTED if fresh else OFFLINE, ""))
+            return {"position": position, "broker_id": idurl_to_global_id(broker), "idurl": broker, "state": state,
+                    "last_answer": self.answered.get(broker), "last_error": error,
+                    "faults": sum(n for (g, b, _), n in self.faults.items() if b == broker and g == group)}
+
+        return list(await asyncio.gather(*(check(p, b) for p, b in brokers)))
 
     # ---- the creator hires brokers ---------------------------------------------------------------
 
@@ -419,7 +591,10 @@ class Groups:
             missing = [p for p in range(positions) if p not in taken]
             if not missing:
                 return current
-            candidates = [c for c in await self.net.random_brokers(positions + 4) if c not in hired and c != creator]
+            found = await self.net.random_brokers(positions + 4)
+            # Others first; the creator itself last (its own broker is reached without the network).
+            candidates = [c for c in found if c not in hired and c != creator] + \
+                [c for c in found if c == creator and c not in hired]
             for position in missing:
                 while candidates:
                     candidate = candidates.pop(0)
@@ -432,6 +607,7 @@ class Groups:
                     if reply.get("command") != "Ack":
                         log.info("broker candidate %s refused: %s", candidate, fail_reason(reply))
                         continue
+                    self._answered(candidate)
                     await self.net.publish_broker(creator, position, candidate)
                     log.info("broker %s hired at position %d", candidate, position)
                     break

@@ -4,17 +4,21 @@ identity: who we are, other nodes' public keys, sealing and opening messages (it
 the cipher, so this process loads neither);
 dht: nicknames; transport: sending `Message` packets, pinging, presence; api: pushing a message
 to WebSocket clients.
+
+A queue packet for this node itself (a member that is also one of its group's brokers, a creator
+that hired itself) never reaches the transport, which refuses to connect a node to itself: it
+goes to `local`, the broker of this process, as the same JSON document with us as its creator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from common import codec, subjects
 from common.bus import Bus
-from common.errors import InvalidArgumentError, NodeError, NotFoundError
+from common.errors import DeadlineError, InvalidArgumentError, NodeError, NotFoundError
 from common.rsa_public import CryptoError, b64, load_public_key, unb64
 from services.messaging import envelope
 from services.messaging.contacts import ContactStates
@@ -40,6 +44,8 @@ class BusPeers:
         self._me_at = 0.0
         self._keys: dict[str, tuple[float, str]] = {}
         self._brokers: dict[str, tuple[float, list[tuple[int, str]]]] = {}
+        self.local: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+        """The broker of this process: where a queue packet to ourselves goes (set by the service)."""
 
     # ---- identity --------------------------------------------------------------------------------
 
@@ -153,7 +159,18 @@ class BusPeers:
     # ---- groups and brokers ---------------------------------------------------------------------
 
     async def request(self, idurl: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """A queue packet (`Message`) to another node and its reply document, without a ping first."""
+        """A queue packet (`Message`) to a node and its reply document, without a ping first.
+
+        To ourselves it goes straight to our broker: a copy of the payload (as the wire would
+        give it), answered within `timeout` like a remote request.
+        """
+        me = await self.my_idurl()
+        if self.local is not None and me is not None and idurl == me:
+            try:
+                reply = await asyncio.wait_for(self.local(me, codec.loads(codec.dumps(payload))), timeout)
+            except asyncio.TimeoutError:
+                raise DeadlineError(f"our own broker did not answer in {timeout:g} s", reason="timeout") from None
+            return {"command": reply.get("command"), "payload": reply.get("payload")}
         return await self.deliver(idurl, payload, 0, timeout)
 
     async def brokers(self, creator: str, refresh: bool = False) -> list[tuple[int, str]]:
@@ -203,7 +220,7 @@ class BusPeers:
         await self.bus.call(subjects.api("identity", "key_get"), {"key_id": key_id, "generate_signature": True},
                             timeout=20)
 
-    async def sign_with(self, key_id: str, data: bytes) -> str:
+    async def sign_with(self, key_id: str | None, data: bytes) -> str:
         reply = await self.bus.call_internal("identity", "sign", timeout=10, key_id=key_id, data=b64(data))
         return str(reply["signature"])
 

@@ -9,6 +9,10 @@ group's other brokers (broker.py); consumers only ever see the committed prefix 
 (`tail`). Entries copied from another broker are committed at once: the broker that assigned
 them is the one that waits.
 
+Each entry keeps the signed link of the broker that numbered it (chain.py); `floor_hash` is
+the hash of the link at `floor` when a consumer raised the floor with it, so the next link
+chains from what that consumer saw.
+
 `floor` is the lowest sequence number the broker may assign next minus one: a consumer that has
 already seen seq N (from a broker that has since died) raises it to N, so numbers are never
 reused for different messages. WAL journal: a committed write survives a kill of the process.
@@ -42,6 +46,7 @@ CREATE TABLE IF NOT EXISTS queues (
     public TEXT NOT NULL,
     signature TEXT NOT NULL,
     floor INTEGER NOT NULL DEFAULT -1,
+    floor_hash TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS entries (
@@ -51,6 +56,7 @@ CREATE TABLE IF NOT EXISTS entries (
     sender TEXT NOT NULL,
     time REAL NOT NULL,
     sealed TEXT NOT NULL,
+    link TEXT NOT NULL DEFAULT '',
     committed INTEGER NOT NULL,
     PRIMARY KEY (group_key_id, seq),
     UNIQUE (group_key_id, message_id)
@@ -69,17 +75,18 @@ CREATE TABLE IF NOT EXISTS peers (
 
 @dataclass(frozen=True)
 class Entry:
-    """One queued message: where it is in the queue, who produced it, and its sealed form."""
+    """One queued message: where it is in the queue, who produced it, its sealed form, its signed link."""
 
     seq: int
     message_id: str
     sender: str
     time: float
     sealed: dict[str, Any]
+    link: dict[str, Any] | None = None
 
     def wire(self) -> dict[str, Any]:
         return {"seq": self.seq, "message_id": self.message_id, "sender": self.sender, "time": self.time,
-                "sealed": self.sealed}
+                "sealed": self.sealed, "link": self.link}
 
     @staticmethod
     def from_wire(doc: Any) -> "Entry":
@@ -93,11 +100,21 @@ class Entry:
             raise ValueError("entry message_id must be text")
         if not isinstance(sender, str) or not sender or not isinstance(sealed, dict):
             raise ValueError("entry sender and sealed are required")
-        return Entry(seq, message_id, sender, float(doc.get("time") or 0.0), sealed)
+        link = doc.get("link")
+        if link is not None and not isinstance(link, dict):
+            raise ValueError("entry link must be an object")
+        return Entry(seq, message_id, sender, float(doc.get("time") or 0.0), sealed, link)
+
+
+def add_missing_column(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:
+    """Add a column a database made by an earlier build lacks (CREATE TABLE IF NOT EXISTS keeps the old table)."""
+    if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _entry(row: sqlite3.Row) -> Entry:
-    return Entry(int(row["seq"]), row["message_id"], row["sender"], float(row["time"]), codec.loads(row["sealed"]))
+    return Entry(int(row["seq"]), row["message_id"], row["sender"], float(row["time"]), codec.loads(row["sealed"]),
+                 codec.loads(row["link"]) if row["link"] else None)
 
 
 class QueueStore:
@@ -105,6 +122,8 @@ class QueueStore:
 
     def __init__(self, path: Path):
         self.db = open_sqlite(path, _SCHEMA)
+        add_missing_column(self.db, "queues", "floor_hash", "TEXT NOT NULL DEFAULT ''")
+        add_missing_column(self.db, "entries", "link", "TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self.db.close()
@@ -134,8 +153,15 @@ class QueueStore:
             "COALESCE((SELECT floor FROM queues WHERE group_key_id=?), -1))", (group, group)).fetchone()
         return int(row[0])
 
-    def raise_floor(self, group: str, seq: int) -> None:
-        self.db.execute("UPDATE queues SET floor=MAX(floor, ?) WHERE group_key_id=?", (seq, group))
+    def raise_floor(self, group: str, seq: int, link_hash: str = "") -> None:
+        """Never number at or below `seq` again; the next link chains from `link_hash` (a consumer's)."""
+        self.db.execute("UPDATE queues SET floor_hash=CASE WHEN floor < ? THEN ? ELSE floor_hash END, "
+                        "floor=MAX(floor, ?) WHERE group_key_id=?", (seq, link_hash, seq, group))
+
+    def floor(self, group: str) -> tuple[int, str]:
+        """(floor, the hash of the link at it) of `group`."""
+        row = self.db.execute("SELECT floor, floor_hash FROM queues WHERE group_key_id=?", (group,)).fetchone()
+        return (int(row[0]), str(row[1])) if row else (-1, "")
 
     def find(self, group: str, message_id: str) -> tuple[Entry, bool] | None:
         """The entry holding `message_id` and whether it is committed."""
@@ -147,9 +173,15 @@ class QueueStore:
         row = self.db.execute("SELECT * FROM entries WHERE group_key_id=? AND seq=?", (group, seq)).fetchone()
         return (_entry(row), bool(row["committed"])) if row else None
 
-    def append(self, group: str, message_id: str, sender: str, sealed: dict[str, Any], now: float) -> Entry:
-        """Give a new message the next sequence number, uncommitted (one atomic statement)."""
-        entry = Entry(self.last_seq(group) + 1, message_id, sender, now, sealed)
+    def append(self, group: str, message_id: str, sender: str, sealed: dict[str, Any], now: float,
+               link: dict[str, Any] | None = None) -> Entry:
+        """Give a new message the next sequence number, uncommitted (one atomic statement).
+
+        `link` is its signed chain link, made by the caller for `last_seq + 1` under its lock.
+        """
+        entry = Entry(self.last_seq(group) + 1, message_id, sender, now, sealed, link)
+        if link is not None and link.get("seq") != entry.seq:
+            raise ValueError("the link names another sequence number")
         self._insert(group, entry, committed=False)
         return entry
 
@@ -203,10 +235,11 @@ class QueueStore:
         return found
 
     def _insert(self, group: str, entry: Entry, committed: bool) -> None:
-        self.db.execute("INSERT INTO entries (group_key_id, seq, message_id, sender, time, sealed, committed) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self.db.execute("INSERT INTO entries (group_key_id, seq, message_id, sender, time, sealed, link, committed) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (group, entry.seq, entry.message_id, entry.sender, entry.time,
-                         codec.dumps(entry.sealed).decode(), int(committed)))
+                         codec.dumps(entry.sealed).decode(), codec.dumps(entry.link).decode() if entry.link else "",
+                         int(committed)))
 
     # ---- consumers and producers ---------------------------------------------------------------
 

@@ -107,7 +107,8 @@ class MessagingService(GroupEndpoints, ServiceBase):
         self.queue_store = QueueStore(state / "queues.sqlite")
         self.broker = Broker(self.queue_store, self.peers, lambda: bool(self.ctx.config.get(BROKER_OPTION)))
         self.groups = Groups(self.group_store, self.store, self.peers, self._arrived, ctx.automats,
-                             positions=self._positions)
+                             positions=self._positions, on_fault=self._broker_faulty)
+        self.peers.local = self.broker.handle  # a role this node holds itself is reached without the network
         self.contacts.listen(self._presence_changed)
         self._subscriptions: list[Any] = []
         self._courier_task: asyncio.Task[Any] | None = None
@@ -217,6 +218,10 @@ class MessagingService(GroupEndpoints, ServiceBase):
             self.store.set_consumed(message, time.time())
         await self.ctx.bus.publish_model("message", f"{message.conversation_id}/{message.message_id}", message.doc())
         return consumed
+
+    async def _broker_faulty(self, group: str, broker: str, reason: str) -> None:
+        await self.ctx.bus.publish_event("group-broker-faulty", {
+            "group_key_id": group, "broker_id": idurl_to_global_id(broker), "broker_idurl": broker, "reason": reason})
 
     async def _changed(self, message: StoredMessage) -> None:
         await self.ctx.bus.publish_model("message", f"{message.conversation_id}/{message.message_id}", message.doc())

@@ -40,6 +40,13 @@ class World:
         self.hired: list[tuple[int, str]] = []
         self.down: set[str] = set()
         self.requests: list[tuple[str, str, str]] = []
+        self.masters: dict[str, Any] = {CREATOR: self.master}
+
+    def master_of(self, idurl: str) -> Any:
+        """Every node's master key (made the first time it is needed)."""
+        if idurl not in self.masters:
+            self.masters[idurl] = crypto.generate_private_key(1024)
+        return self.masters[idurl]
 
 
 class Net:
@@ -68,9 +75,14 @@ class Net:
     async def group_key(self, key_id: str) -> dict[str, Any]:
         return {"public": self.world.public, "signature": self.world.cert}
 
-    async def sign_with(self, key_id: str, data: bytes) -> str:
+    async def sign_with(self, key_id: str | None, data: bytes) -> str:
+        if key_id is None:
+            return crypto.b64(crypto.sign(self.world.master_of(self.me), data))
         key = self.world.group_key if self.holds_key else crypto.generate_private_key(1024)
         return crypto.b64(crypto.sign(key, data))
+
+    async def public_key(self, idurl: str, refresh: bool = False) -> str:
+        return crypto.public_key_to_ssh(self.world.master_of(idurl).public_key())
 
     async def seal(self, public_key: str, header: envelope.Header, data: dict[str, Any]) -> dict[str, Any]:
         return seal(header, data, public_key)
