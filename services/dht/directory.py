@@ -370,15 +370,18 @@ class Directory:
         return genuine
 
     async def random_users(self, layer_id: int, count: int, exclude: str = "") -> list[str]:
-        """Up to `count` random live users announced on a layer (not this node).
+        """Up to `count` random live users announced on a layer (not this node), those seen answering first.
 
         Raises:
             NotFoundError: nobody else is announced there (reason `users_not_found`).
         """
-        found = [idurl for idurl in await self.members(layer_id) if idurl != exclude]
+        live = await self.members(layer_id)
+        found = [idurl for idurl in live if idurl != exclude]
         if not found:
             raise NotFoundError("no users were found", reason="users_not_found")
         random.shuffle(found)
+        # Members whose DHT node answered our ping first (a stable sort keeps the shuffle within each group).
+        found.sort(key=lambda idurl: self.node.proto.standing.answered_at(live[idurl]["dht_id"]) is None)
         return found[:max(1, count)]
 
 

@@ -14,8 +14,22 @@ storing node's clock. The cap is computed from signed fields, so storing nodes a
 it without rewriting (and breaking) the signed entry.
 
 A layer's entries are spread over `MEMBER_BUCKETS` keys (`members:<n>`, `n` from a hash of the
-IDURL). A bucket envelope keeps the freshest entry of each member and the freshest members that fit
-`records.MAX_ENVELOPE_BYTES`, so a bucket always fits rpcudp's 8 KiB request. Even the largest
+IDURL). A bucket envelope keeps the latest entry of each member and the members `rank` puts first
+that fit `records.MAX_ENVELOPE_BYTES`, so a bucket always fits rpcudp's 8 KiB request.
+
+Who stays when a bucket is full. Identities are cheap (anyone can run an identity server and mint
+thousands), so "the freshest wins" let a flood of minted members push honest suppliers and brokers
+out. A storing node ranks by what it has seen itself (`MemberStanding`), then shares the room out:
+- members whose DHT node *answered* this node's ping at the address it announced from (a
+  request/reply, so the address is real and one address is one claim: a second member answering
+  at the same ip:port counts as not answered), and that it has seen announced for `SENIORITY`
+  seconds, come first; then those with one of the two; then the rest. A fresh identity never
+  displaces an established, answering member; it only takes room that is left;
+- within a tier, the room goes round-robin over identity servers (the IDURL's host) and over
+  the IP address the member answered from (else the one it claims): the n-th member of one host
+  or one IP is taken only after every other host and IP had n-1, so one identity server or one
+  machine with many ports gets a share, not the bucket;
+- then the most recently published (a `published` ahead of the clock counts as now). Even the largest
 entries (a 291-character IDURL, a 4096-bit key's signature) fit five to a bucket: a layer holds at
 least 40 members, the cap of the single unsigned list this replaces, and about 80 typical ones.
 
@@ -27,12 +41,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Iterable
 
 from services.dht import records
 
 MEMBER_BUCKETS = 8
+SENIORITY = 600
+"""Seconds a storing node must have seen a member announced before it ranks as established."""
+MAX_STANDING = 10_000
+"""Members (and answering DHT nodes) whose standing a node remembers."""
 MAX_MEMBER_TTL = 600
 """The longest an entry may live after its `published` (members re-announce every 90 seconds)."""
 
@@ -157,9 +175,70 @@ def newest(found: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def bucket_envelope(layer_id: int, bucket: int, found: Iterable[dict[str, Any]], publisher: str) -> dict[str, Any]:
-    """The envelope of one bucket: the latest entry per member, the freshest members that fit one STORE."""
-    ranked = sorted(newest(found).values(), key=effective_expiry, reverse=True)
+def host_of(idurl: str) -> str:
+    """The identity server of an IDURL (its host, without the port)."""
+    host = idurl.split("://", 1)[-1].split("/", 1)[0]
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0]
+
+
+def _ip_of(address: str) -> str:
+    return address.rsplit(":", 1)[0] if ":" in address else address
+
+
+def rank(found: Iterable[dict[str, Any]], standing: "MemberStanding | None" = None,
+         now: float | None = None) -> list[dict[str, Any]]:
+    """The latest entry of each member, best first: the order in which a full bucket keeps them.
+
+    See the module's docstring: tiers by what this node has seen (`standing`), round-robin over
+    identity servers and IP addresses within a tier, then the most recently published.
+    """
+    current = time.time() if now is None else now
+    latest = sorted(newest(found).values(), key=lambda e: (-min(e["published"], current), e["idurl"]))
+    claimed: set[tuple[str, int]] = set()
+    tiers: list[list[tuple[dict[str, Any], str]]] = [[], [], []]
+    for entry in latest:
+        origin = standing.answered_at(entry["dht_id"]) if standing is not None else None
+        if origin is not None and origin in claimed:
+            origin = None  # one answering address, one member: the others count as not answered
+        if origin is not None:
+            claimed.add(origin)
+        senior = standing is not None and standing.senior(entry["idurl"], current)
+        tier = 2 - (origin is not None) - senior
+        tiers[tier].append((entry, origin[0] if origin is not None else _ip_of(entry["address"])))
+    ranked: list[dict[str, Any]] = []
+    for tier_entries in tiers:
+        ranked.extend(_round_robin(tier_entries))
+    return ranked
+
+
+def _round_robin(found: list[tuple[dict[str, Any], str]]) -> list[dict[str, Any]]:
+    """`found` (entry, IP) reordered so that each pass takes at most one more entry per host and per IP."""
+    taken: list[dict[str, Any]] = []
+    left = list(found)
+    by_host: Counter[str] = Counter()
+    by_ip: Counter[str] = Counter()
+    limit = 0
+    while left:
+        limit += 1
+        waiting = []
+        for entry, ip in left:
+            host = host_of(entry["idurl"])
+            if by_host[host] < limit and by_ip[ip] < limit:
+                by_host[host] += 1
+                by_ip[ip] += 1
+                taken.append(entry)
+            else:
+                waiting.append((entry, ip))
+        left = waiting
+    return taken
+
+
+def bucket_envelope(layer_id: int, bucket: int, found: Iterable[dict[str, Any]], publisher: str,
+                    standing: "MemberStanding | None" = None, now: float | None = None) -> dict[str, Any]:
+    """The envelope of one bucket: the latest entry per member, the best ranked that fit one STORE (`rank`)."""
+    ranked = rank(found, standing, now)
     env = records.make_envelope(layer_id, records.LAYER_MEMBERS, bucket_key(bucket), {"members": []},
                                 max((effective_expiry(e) for e in ranked), default=0), publisher,
                                 published=max((e["published"] for e in ranked), default=0))
@@ -176,12 +255,14 @@ def bucket_envelope(layer_id: int, bucket: int, found: Iterable[dict[str, Any]],
 
 
 def with_entries(env: dict[str, Any], kept: list[dict[str, Any]]) -> dict[str, Any]:
-    """`env` holding only `kept` (the entries whose signatures checked out)."""
-    return bucket_envelope(env["layer_id"], bucket_of_key(env["key"]), kept, env["publisher"])
+    """`env` holding only `kept` (the entries whose signatures checked out); `merge` ranks them."""
+    return dict(env, data={"members": list(kept)})
 
 
-def merge(old: dict[str, Any] | None, new: dict[str, Any], now: float | None = None) -> dict[str, Any] | None:
-    """The bucket a storing node keeps: live entries of both, the latest per member; None when none is live.
+def merge(old: dict[str, Any] | None, new: dict[str, Any], now: float | None = None,
+          standing: "MemberStanding | None" = None) -> dict[str, Any] | None:
+    """The bucket a storing node keeps: live entries of both, the latest per member, ranked by `standing`
+    (see `rank`); None when none is live.
 
     Both sides' signatures were checked before (`new` by the caller, `old` when it was stored).
     """
@@ -195,7 +276,7 @@ def merge(old: dict[str, Any] | None, new: dict[str, Any], now: float | None = N
     found = held + entries(new, current)
     if not found:
         return None
-    return bucket_envelope(new["layer_id"], bucket_of_key(new["key"]), found, new["publisher"])
+    return bucket_envelope(new["layer_id"], bucket_of_key(new["key"]), found, new["publisher"], standing, current)
 
 
 class CheckedEntries:
@@ -228,3 +309,56 @@ class CheckedEntries:
 
     def __len__(self) -> int:
         return len(self._verdicts)
+
+
+class MemberStanding:
+    """What a storing node has seen of members itself: since when each is announced, and which DHT
+    nodes answered its ping, at which address.
+
+    Both tables hold at most `MAX_STANDING` rows. A member not re-announced for `MAX_MEMBER_TTL` is
+    forgotten first; when the table is still full a newcomer is not recorded (it stays fresh),
+    rather than an established member being pushed out by a flood of minted ones.
+    """
+
+    def __init__(self, size: int = MAX_STANDING):
+        self.size = size
+        self._seen: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        """IDURL -> (first seen, last seen), the least recently seen first."""
+        self._answered: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        """Hex DHT id -> the address it answered a ping from, the least recent first."""
+
+    def note_seen(self, found: Iterable[dict[str, Any]], now: float) -> None:
+        """Genuine entries of these members arrived (their signatures were checked)."""
+        for entry in found:
+            idurl = entry["idurl"]
+            held = self._seen.pop(idurl, None)
+            if held is None or held[1] <= now - MAX_MEMBER_TTL:  # new, or back after a lapse
+                self._forget_lapsed(now)
+                if len(self._seen) >= self.size:
+                    continue  # full of live members: the newcomer is not recorded
+                held = (now, now)
+            self._seen[idurl] = (held[0], now)
+
+    def _forget_lapsed(self, now: float) -> None:
+        """Drop members not announced for `MAX_MEMBER_TTL` (the table is in order of last seen)."""
+        while self._seen:
+            idurl, (_, last) = next(iter(self._seen.items()))
+            if last > now - MAX_MEMBER_TTL:
+                return
+            del self._seen[idurl]
+
+    def senior(self, idurl: str, now: float) -> bool:
+        """Whether this node has seen `idurl` announced for `SENIORITY` seconds, without a lapse."""
+        held = self._seen.get(idurl)
+        return held is not None and held[0] <= now - SENIORITY and held[1] > now - MAX_MEMBER_TTL
+
+    def note_answer(self, dht_id: str, address: tuple[str, int]) -> None:
+        """The DHT node `dht_id` answered our ping from `address`."""
+        self._answered.pop(dht_id, None)
+        self._answered[dht_id] = (str(address[0]), int(address[1]))
+        while len(self._answered) > self.size:
+            self._answered.popitem(last=False)
+
+    def answered_at(self, dht_id: str) -> tuple[str, int] | None:
+        """The address the DHT node `dht_id` answered from, None if it never answered us."""
+        return self._answered.get(dht_id)

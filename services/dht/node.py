@@ -88,6 +88,7 @@ class DhtNode:
         sockname = self.transport.get_extra_info("sockname")
         self.address = (sockname[0], int(sockname[1]))
         self.node.ip, self.node.port = self.address
+        self.protocol.standing.note_answer(self.dht_id, self.address)  # our own entries rank as answering
         log.info("dht node %s listening on %s:%d", self.dht_id, *self.address)
 
     def stop(self) -> None:
@@ -121,6 +122,7 @@ class DhtNode:
         nodes = []
         for addr, (ok, nodeid) in zip(targets, answers, strict=True):
             if ok and isinstance(nodeid, bytes) and len(nodeid) == 20 and nodeid != self.node.id:
+                self.proto.note_ping_answer(nodeid, addr, (ok, nodeid))
                 node = Node(nodeid, addr[0], addr[1])
                 self.proto.welcome_if_new(node)
                 nodes.append(node)

@@ -147,6 +147,8 @@ class DhtProtocol(KademliaProtocol):
         raises `records.RecordError` when there is none."""
         self._verifying = 0
         self.check_budget = CheckBudgets(CheckBudget(CHECK_RATE, CHECK_BURST))
+        self.standing = members.MemberStanding()
+        """Members this node saw announced, and DHT nodes that answered its pings (ranks member buckets)."""
 
     # --- transport -------------------------------------------------------------------------
 
@@ -194,8 +196,17 @@ class DhtProtocol(KademliaProtocol):
         return await super().call_find_value(node_to_ask, node_to_find)
 
     async def call_ping(self, node_to_ask: Node) -> Any:
+        """Ping a node; one that answers with the id we asked for is noted as answering at that address."""
         self._count("ping")
-        return await super().call_ping(node_to_ask)
+        result = await super().call_ping(node_to_ask)
+        self.note_ping_answer(node_to_ask.id, (node_to_ask.ip, node_to_ask.port), result)
+        return result
+
+    def note_ping_answer(self, nodeid: bytes, address: tuple[str, int], result: Any) -> None:
+        """Remember that the node `nodeid` answered a ping at `address` (a request/reply: the address is real)."""
+        ok, answer = result if isinstance(result, tuple) and len(result) == 2 else (False, None)
+        if ok and answer == nodeid:
+            self.standing.note_answer(nodeid.hex(), address)
 
     async def call_store(self, node_to_ask: Node, key: bytes, value: Any) -> Any:
         self._count("store")
@@ -258,7 +269,20 @@ class DhtProtocol(KademliaProtocol):
                 return False
             finally:
                 self._verifying -= 1
-        return self._keep(key, env)
+        kept = self._keep(key, env)
+        if kept and env["record_type"] == records.LAYER_MEMBERS:
+            self._ping_back(source, env)
+        return kept
+
+    def _ping_back(self, source: Node, env: dict[str, Any]) -> None:
+        """A member announced itself from its own DHT node: ping it back, so its entry ranks as answering.
+
+        One ping per announcement from a node not yet known to answer, to the address the STORE came
+        from; the STORE itself passed the check budget, so this sends no more than it receives.
+        """
+        sender = source.id.hex()
+        if self.standing.answered_at(sender) is None and any(e["dht_id"] == sender for e in members.entries(env)):
+            asyncio.ensure_future(self.call_ping(source))
 
     def accept_value(self, dkey: bytes, value: Any) -> bool:
         """Keep `value` under `dkey` if it is a sane envelope that may replace what is there.
@@ -297,8 +321,10 @@ class DhtProtocol(KademliaProtocol):
     def _keep(self, dkey: bytes, env: dict[str, Any]) -> bool:
         old = self.values.envelope(dkey)
         if env["record_type"] == records.LAYER_MEMBERS:
+            now = time.time()
             try:
-                merged = members.merge(old, env)
+                self.standing.note_seen(members.entries(env, now), now)
+                merged = members.merge(old, env, now, self.standing)
             except records.RecordError:
                 return False  # not a member bucket
             if merged is None:

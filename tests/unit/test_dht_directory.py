@@ -16,6 +16,7 @@ from services.dht.directory import Directory
 from services.dht.protocol import MAX_SOURCES, CheckBudget, CheckBudgets
 from services.dht.node import DhtNode
 from services.dht.storage import DhtStore
+from tests.helpers import await_for
 
 
 class FakeIdentity:
@@ -288,3 +289,42 @@ def test_one_source_cannot_spend_the_whole_budget_and_forgotten_sources_stay_bou
     for i in range(MAX_SOURCES + 10):
         budgets.take(f"10.2.{i // 256}.{i % 256}")
     assert budgets.sources == MAX_SOURCES
+
+
+async def _answered_by(storer: Directory, member: Directory) -> bool:
+    # The storing node pings an announcing member back; before the fix there was no such thing.
+    # (vars(): rpcudp turns a missing attribute into a remote call.)
+    standing = vars(storer.node.proto).get("standing")
+    return standing is None or standing.answered_at(member.node.dht_id) is not None
+
+
+async def test_a_flood_of_minted_members_cannot_push_an_announced_member_out(network):
+    """Dave mints 40 identities on one identity server of his, all in Bob's bucket, stamped as far
+    ahead as storing nodes allow, and stores them at every node that holds the bucket."""
+    alice, bob, carol, dave = network
+    assert await bob.announce(3, bob.identity.idurl)
+    bucket = members.bucket_of(bob.identity.idurl)
+    storers = (alice, bob, carol)
+    for storer in storers:
+        await await_for(lambda s=storer: _answered_by(s, bob), timeout=10, what="bob pinged back")
+    names = (f"http://evil.example:8084/m{i}.xml" for i in itertools.count())
+    minted = list(itertools.islice((u for u in names if members.bucket_of(u) == bucket), 40))
+    for idurl in minted:  # cheap identities: one key, served by the attacker's identity server
+        dave.identity.registry[idurl] = dave.identity.registry[dave.identity.idurl]
+    ahead = int(time.time()) + records.MAX_CLOCK_SKEW - 10
+    flood = []
+    for idurl in minted:
+        entry = members.new_entry(idurl, dave.node.dht_id, f"127.0.0.1:{dave.node.address[1]}", ahead,
+                                  members.MAX_MEMBER_TTL)
+        entry["signature"] = crypto.b64(crypto.sign(dave.identity.key, members.signed_bytes(3, entry)))
+        flood.append(entry)
+    for storer in storers:
+        for start in range(0, len(flood), members.MAX_STORE_CHECKS):
+            assert await _store(dave, storer, 3, flood[start:start + members.MAX_STORE_CHECKS]) is True
+        held = storer.node.get_local(members.bucket_dkey(3, bucket))
+        assert held is not None
+        kept = {e["idurl"] for e in members.entries(held)}
+        assert len(kept & set(minted)) >= 5  # the flood was taken in: the bucket is full
+        assert bob.identity.idurl in kept, f"bob pushed out at {storer.identity.idurl}"
+    found = await alice.members(3)
+    assert bob.identity.idurl in found

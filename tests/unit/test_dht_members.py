@@ -129,7 +129,7 @@ def test_a_full_bucket_keeps_the_freshest_and_fits_one_store_request():
              for i, u in enumerate(itertools.islice((u for u in names if members.bucket_of(u) == 5), 20))]
     assert ids.IDURL_RE.match(worst[0]["idurl"]) and len(worst[0]["idurl"]) == members.MAX_IDURL_CHARS
     assert len(SIG_4096) <= members.MAX_SIGNATURE_CHARS
-    env = members.bucket_envelope(255, 5, worst, "ff" * 20)
+    env = members.bucket_envelope(255, 5, worst, "ff" * 20, now=NOW + 60)
     kept = env["data"]["members"]
     assert members.MEMBER_BUCKETS * len(kept) >= 40  # the old single list's cap, even in the worst case
     assert [e["published"] for e in kept] == sorted((e["published"] for e in worst), reverse=True)[:len(kept)]
@@ -167,3 +167,98 @@ def test_a_bucket_envelope_round_trips_through_the_wire_format():
     env = members.bucket_envelope(3, 1, [entry(idurl_in(1), published=int(time.time()))], "ab" * 20)
     decoded = records.decode_envelope(records.encode_envelope(env))
     assert members.entries(decoded) == env["data"]["members"]
+
+
+# --- who stays in a full bucket -----------------------------------------------------------------
+
+
+def _in_bucket(make, count: int, bucket_id: int = 3) -> list[str]:
+    return list(itertools.islice((u for u in map(make, itertools.count()) if members.bucket_of(u) == bucket_id),
+                                 count))
+
+
+def _flood(count: int, published: int, bucket_id: int = 3, dht_id: str = "ee" * 20,
+           address: str = "10.6.6.6:666") -> list[dict]:
+    """Minted identities of one identity server, stamped `published` (as far ahead as storing nodes allow)."""
+    return [entry(u, published=published, ttl=members.MAX_MEMBER_TTL, dht_id=dht_id, address=address)
+            for u in _in_bucket(lambda i: f"http://evil.example:8084/m{i}.xml", count, bucket_id)]
+
+
+def test_host_of_an_idurl():
+    assert members.host_of("http://id.example.org:8084/alice.xml") == "id.example.org"
+    assert members.host_of("https://id.example.org/alice.xml") == "id.example.org"
+    assert members.host_of("http://[::1]:8084/alice.xml") == "[::1]"
+
+
+def test_a_flood_from_one_identity_server_cannot_push_honest_members_out():
+    honest = [entry(u, published=NOW - 80, dht_id=f"{i:040x}", address=f"192.0.2.{i}:14441")
+              for i, u in enumerate(_in_bucket(lambda i: f"http://id{i}.example:8084/h{i}.xml", 5))]
+    flood = _flood(60, NOW + records.MAX_CLOCK_SKEW)
+    kept = members.bucket_envelope(3, 3, honest + flood, "ab" * 20, now=NOW)["data"]["members"]
+    assert {e["idurl"] for e in honest} <= {e["idurl"] for e in kept}
+    # One server's minted members get what room is left, not all of it.
+    assert sum(e["idurl"].startswith("http://evil.example") for e in kept) == len(kept) - len(honest)
+
+
+def test_one_address_claimed_by_many_members_gets_one_share():
+    # Many minted identities on distinct hosts, all at one claimed address: one of them per round.
+    mint = [entry(u, published=NOW, address="10.6.6.6:666")
+            for u in _in_bucket(lambda i: f"http://evil{i}.example:8084/m.xml", 30)]
+    honest = [entry(u, published=NOW - 80, address=f"192.0.2.{i}:14441")
+              for i, u in enumerate(_in_bucket(lambda i: f"http://id{i}.example:8084/h{i}.xml", 4))]
+    ranked = members.rank(mint + honest, now=NOW)
+    assert [e["address"] for e in ranked[:5]].count("10.6.6.6:666") == 1
+    assert {e["idurl"] for e in honest} <= {e["idurl"] for e in ranked[:5]}
+
+
+def test_established_answering_members_come_before_fresh_ones():
+    standing = members.MemberStanding()
+    old_member = entry(idurl_in(3), published=NOW - 80, dht_id="01" * 20, address="192.0.2.1:14441")
+    standing.note_seen([old_member], NOW - members.SENIORITY - 60)
+    standing.note_seen([old_member], NOW - 80)  # re-announced all along
+    standing.note_answer("01" * 20, ("192.0.2.1", 14441))
+    # Fresh members that even answered, each at an address and a host of its own, stamped ahead.
+    fresh = [entry(u, published=NOW + records.MAX_CLOCK_SKEW, dht_id=f"{i + 2:040x}", address=f"10.0.{i}.1:1")
+             for i, u in enumerate(_in_bucket(lambda i: f"http://m{i}.example:8084/m.xml", 40))]
+    for i, e in enumerate(fresh):
+        standing.note_seen([e], NOW)
+        standing.note_answer(e["dht_id"], (f"10.0.{i}.1", 1))
+    assert standing.senior(old_member["idurl"], NOW) and not standing.senior(fresh[0]["idurl"], NOW)
+    ranked = members.rank(fresh + [old_member], standing, now=NOW)
+    assert ranked[0] == old_member
+    kept = members.bucket_envelope(3, 3, fresh + [old_member], "ab" * 20, standing, now=NOW)["data"]["members"]
+    assert kept[0] == old_member and len(kept) < len(fresh)
+
+
+def test_an_answering_address_vouches_for_one_member_only():
+    standing = members.MemberStanding()
+    standing.note_answer("ee" * 20, ("10.6.6.6", 666))
+    # The minted members all name the attacker's answering DHT node; the honest one never answered us.
+    flood = _flood(30, NOW)
+    honest = entry(_in_bucket(lambda i: f"http://id.example:8084/h{i}.xml", 1)[0], published=NOW - 80,
+                   dht_id="01" * 20, address="192.0.2.1:14441")
+    ranked = members.rank(flood + [honest], standing, now=NOW)
+    assert ranked[0]["idurl"].startswith("http://evil.example")  # the one the answer vouches for
+    assert ranked.index(honest) == 2  # the second round of the unanswered: after one minted member
+
+
+def test_standing_forgets_lapsed_members_and_keeps_established_ones_when_full():
+    standing = members.MemberStanding(size=2)
+    a, b, c = (entry(f"http://h.example/{n}.xml") for n in "abc")
+    standing.note_seen([a, b], NOW)
+    standing.note_seen([c], NOW + 10)  # full of live members: c is not recorded
+    for later in (300, 600):
+        standing.note_seen([a, b], NOW + later)  # they re-announce
+    assert standing.senior(a["idurl"], NOW + 600) and not standing.senior(c["idurl"], NOW + 600)
+    # b stops announcing and lapses: it is forgotten, and makes room for c.
+    standing.note_seen([a], NOW + 1100)
+    standing.note_seen([c], NOW + 1300)
+    assert standing.senior(a["idurl"], NOW + 1300) and not standing.senior(b["idurl"], NOW + 1300)
+    assert not standing.senior(c["idurl"], NOW + 1300)
+    standing.note_seen([c], NOW + 1600)
+    standing.note_seen([c], NOW + 1300 + members.SENIORITY)
+    assert standing.senior(c["idurl"], NOW + 1300 + members.SENIORITY)
+    # a has not announced since NOW + 1100 (a lapse): no longer established, and it starts over.
+    assert not standing.senior(a["idurl"], NOW + 1300 + members.SENIORITY)
+    standing.note_seen([a], NOW + 1300 + members.SENIORITY)
+    assert not standing.senior(a["idurl"], NOW + 1300 + members.SENIORITY + 1)
