@@ -4,7 +4,12 @@ A configuration is a JSON document:
 
     {"name": "localnet",
      "identity_servers": ["127.0.0.1:8084"],
-     "dht_seeds": ["127.0.0.1:14441"]}
+     "dht_seeds": ["127.0.0.1:14441"],
+     "ledger_seeds": ["127.0.0.1:8480"],
+     "foundation_miners": ["mm5Yiba1U2odgUskxnXMJGQMV1DSAXVPib"]}
+
+`ledger_seeds` are blockchain engines (`ledgerd`) to connect to; `foundation_miners` are the wallet
+addresses allowed to produce blocks (`blockchain_block_produce`). Both optional.
 
 Stored as `<home>/config/networks/<name>.json`; the option `services/network/selected` names the
 active one.
@@ -23,6 +28,7 @@ from common.fsutil import atomic_write
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
 HOSTPORT_RE = re.compile(r"^[a-zA-Z0-9_.-]+:[0-9]{1,5}$")
+ADDRESS_RE = re.compile(r"^[a-zA-Z0-9]{26,90}$")
 
 
 @dataclass
@@ -32,9 +38,12 @@ class NetworkConfig:
     name: str
     identity_servers: list[str] = field(default_factory=list)
     dht_seeds: list[str] = field(default_factory=list)
+    ledger_seeds: list[str] = field(default_factory=list)
+    foundation_miners: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "identity_servers": self.identity_servers, "dht_seeds": self.dht_seeds}
+        return {"name": self.name, "identity_servers": self.identity_servers, "dht_seeds": self.dht_seeds,
+                "ledger_seeds": self.ledger_seeds, "foundation_miners": self.foundation_miners}
 
     @staticmethod
     def parse(doc: Any) -> "NetworkConfig":
@@ -46,12 +55,15 @@ class NetworkConfig:
             raise InvalidArgumentError("network configuration needs a name of letters, digits, _ . -",
                                        reason="invalid_network")
         lists: dict[str, list[str]] = {}
-        for key in ("identity_servers", "dht_seeds"):
+        for key in ("identity_servers", "dht_seeds", "ledger_seeds"):
             value = doc.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) and HOSTPORT_RE.match(v) for v in value):
                 raise InvalidArgumentError(f"{key} must be a list of host:port", reason="invalid_network")
             lists[key] = value
-        return NetworkConfig(name, lists["identity_servers"], lists["dht_seeds"])
+        miners = doc.get("foundation_miners", [])
+        if not isinstance(miners, list) or not all(isinstance(v, str) and ADDRESS_RE.match(v) for v in miners):
+            raise InvalidArgumentError("foundation_miners must be a list of wallet addresses", reason="invalid_network")
+        return NetworkConfig(name, lists["identity_servers"], lists["dht_seeds"], lists["ledger_seeds"], miners)
 
 
 def split_hostport(text: str) -> tuple[str, int]:

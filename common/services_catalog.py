@@ -61,9 +61,10 @@ CATALOG: tuple[LogicalService, ...] = (
     _S("service_private_groups", "messaging", ("service_private_messages", "service_nodes_lookup")),
     # Serves group members' queue requests (fetch, produce) on a broker: the broker's queue verbs.
     _S("service_joint_postman", "messaging", ("service_private_messages",)),
-    _S("service_bismuth_blockchain", "ledger", ("service_tcp_connections",), enabled=False),
-    _S("service_bismuth_wallet", "ledger", ("service_bismuth_blockchain",), enabled=False),
-    _S("service_bismuth_node", "ledger", ("service_bismuth_blockchain",), enabled=False),
+    # The ledger process reports these from its engine (ledgerd): OFF, with the reason, while it is absent or down.
+    _S("service_bismuth_blockchain", "ledger", ("service_tcp_connections",)),
+    _S("service_bismuth_wallet", "ledger", ("service_bismuth_blockchain",)),
+    _S("service_bismuth_node", "ledger", ("service_bismuth_blockchain",)),
 )
 
 BY_NAME: dict[str, LogicalService] = {s.name: s for s in CATALOG}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-PROCESSES = ("identity", "dht", "transport", "storage", "messaging", "api")
+PROCESSES = ("identity", "dht", "transport", "storage", "messaging", "ledger", "api")
 """The Python processes of a node, in start order; `bus` (nats-server) comes before them."""
 
 

@@ -35,10 +35,16 @@ PORTS = {
     "services/tcp-connections/tcp-port": 7771,
     "services/entangled-dht/udp-port": 14441,
     "services/udp-datagrams/udp-port": 8882,
+    # The blockchain engine's (ledgerd) peer and RPC ports: bases of their own, shifted like the others.
+    "services/bismuth-node/p2p-port": 8480,
+    "services/bismuth-node/rpc-port": 8580,
 }
 ID_SERVER_PORT = 8084
 LISTEN_HOST_OPTIONS = ("services/tcp-connections/listen-host", "services/entangled-dht/listen-host",
-                       "services/identity-server/listen-host")
+                       "services/identity-server/listen-host", "services/bismuth-node/listen-host")
+FIRST_BLOCKS = 101
+"""Blocks node 0 mines first: a coinbase pays only after 100 more blocks, so 101 make the first spendable."""
+REGISTRATION_BONUS = "10"
 
 
 def node_ports(index: int, offset: int) -> dict[str, int]:
@@ -70,6 +76,7 @@ def _network(offset: int, layout: netns.Layout | None = None) -> network_config.
         NETWORK_NAME,
         identity_servers=[f"{seed}:{ID_SERVER_PORT + offset}"],
         dht_seeds=[f"{seed}:{seed_ports['services/entangled-dht/udp-port']}"],
+        ledger_seeds=[f"{seed}:{seed_ports['services/bismuth-node/p2p-port']}"],
     )
 
 
@@ -107,6 +114,8 @@ def prepare_node(root: Path, index: int, offset: int = 0, layout: netns.Layout |
         if layout.nat and index == 0:
             options["services/proxy-server/enabled"] = False  # keeps to its identity-server and seed roles
         atomic_write(home.run / "netns", layout.namespace(index))
+        # Engines of the other namespaces relay to this one at once, as on loopback.
+        options["services/bismuth-node/whitelist"] = f"127.0.0.1,10.77.{layout.subnet}.0/24,192.168.0.0/16"
     roles = []
     if index == 0:
         options["services/identity-server/enabled"] = True
@@ -204,8 +213,71 @@ def up(root: Path, count: int, offset: int = 0, identities: bool = False, timeou
                 raise RuntimeError(f"identity_create on node-{index} failed: {reply}")
             nodes[index]["idurl"] = reply.get("result", {}).get("idurl")
         atomic_write(root / "localnet.json", codec.dumps(doc))
+        if node.ENGINE_PROGRAMS:
+            doc["ledger"] = ledger_foundation(root, timeout)
     doc["started_in"] = round(time.monotonic() - began, 3)
     return doc
+
+
+def _api_ok(home: NodeHome, verb: str, route: str, body: dict[str, Any] | None = None) -> Any:
+    status, reply = node.call_api(home, verb, route, body, timeout=60)
+    if status != 200:
+        raise RuntimeError(f"{verb} {route} on {home.root.name} answered {status}: {reply}")
+    return reply["result"]
+
+
+def _wait(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = check()
+        except (RuntimeError, OSError):
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout:g}s")
+        time.sleep(0.1)
+
+
+def ledger_foundation(root: Path, timeout: float = 120) -> dict[str, Any]:
+    """Make node 0 the network's foundation miner and give every other node its registration bonus.
+
+    Every node needs its identity (its wallet key is derived from it). Node 0's address goes into
+    every node's network configuration as the one foundation miner; node 0 mines the first blocks
+    (a coinbase pays only after 100 more); each other node without coins gets `REGISTRATION_BONUS`
+    with `operation="bonus"`, which node 0 then mines at once (it produces for what waits in its pool).
+    Run again, it gives no second bonus.
+    """
+    root = root.resolve()
+    homes = [NodeHome(Path(n["home"])) for n in codec.loads((root / "localnet.json").read_bytes())["nodes"]]
+    addresses = [
+        _wait(f"{home.root.name}'s wallet",
+              lambda home=home: _api_ok(home, "GET", "/blockchain/wallet/balance/v1")["address"], timeout)
+        for home in homes]
+    for home in homes:
+        network = network_config.load(home.networks_dir, NETWORK_NAME)
+        network.foundation_miners = [addresses[0]]
+        network_config.save(home.networks_dir, network)
+    seed = homes[0]
+    wanted = FIRST_BLOCKS + len(homes)
+    while _api_ok(seed, "GET", "/blockchain/info/v1")["node"]["blocks"] < wanted:
+        _api_ok(seed, "GET", "/blockchain/block/produce/v1")
+    for home in homes[1:]:
+        _wait(f"{home.root.name}'s engine at block {wanted}",
+              lambda home=home: _api_ok(home, "GET", "/blockchain/info/v1")["node"]["blocks"] >= wanted, timeout)
+    bonuses = {}
+    for home, address in zip(homes[1:], addresses[1:], strict=True):
+        balance = _api_ok(home, "GET", "/blockchain/wallet/balance/v1")
+        if balance["balance"] or balance["unconfirmed"]:
+            continue
+        sent = _api_ok(seed, "POST", "/blockchain/transaction/send/v1",
+                       {"recipient": address, "amount": REGISTRATION_BONUS, "operation": "bonus"})
+        bonuses[home.root.name] = sent["transaction_id"]
+    for home in homes[1:]:
+        _wait(f"{home.root.name}'s bonus in a block",
+              lambda home=home: _api_ok(home, "GET", "/blockchain/wallet/balance/v1")["balance"] > 0, timeout)
+    return {"foundation": addresses[0], "addresses": addresses, "bonuses": bonuses}
 
 
 def down(root: Path) -> list[str]:

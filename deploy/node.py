@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from common import codec, subjects
+from common import codec, ledger_engine, subjects
 from common.bus import MAX_BUS_PAYLOAD
 from common.config_store import ConfigStore
 from common.errors import UnavailableError
@@ -24,7 +25,9 @@ from deploy import netns
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PYTHON_PROGRAMS = subjects.PROCESSES
-PROGRAMS = ("bus", *PYTHON_PROGRAMS)
+ENGINE_PROGRAMS = ("ledgerd",) if ledger_engine.binary() else ()
+"""The blockchain engine runs where it is installed; without it the ledger process says why it is OFF."""
+PROGRAMS = ("bus", *ENGINE_PROGRAMS, *PYTHON_PROGRAMS)
 SHARED_CPU_OPTION = "interface/bus/share-cpu-with-api"
 
 
@@ -78,6 +81,11 @@ def render(home: NodeHome, nodaemon: bool = False) -> Path:
             environment=f',{CPU_ENV}="{cpu}"' if name == "api" and cpu is not None else "", **values)
         for index, name in enumerate(PYTHON_PROGRAMS)
     )
+    engine = ledger_engine.binary()
+    if engine is not None:
+        ledger_engine.data_dir(home).mkdir(parents=True, exist_ok=True)
+        programs = _template("ledgerd.conf.tmpl").format(
+            ledgerd_command=shlex.join(ledger_engine.argv(home, config, engine)), **values) + programs
     (home.run / "nats.conf").write_text(_template("nats.conf.tmpl").format(**values))
     os.chmod(home.run / "nats.conf", 0o600)
     conf = home.run / "supervisord.conf"

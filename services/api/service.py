@@ -282,7 +282,14 @@ class ApiService(ServiceBase):
     async def service_states(self, alive: set[str] | None = None) -> dict[str, str]:
         """Derive every logical service's state now; changes go to `service` model listeners."""
         alive = await self.alive_processes() if alive is None else alive
-        states = compute_states(lambda s: bool(self.ctx.config.get(s.config_path)), alive, self.restarting)
+        reported: dict[str, str] = {}
+        if "ledger" in alive:
+            try:
+                reply = await self.ctx.bus.call_internal("ledger", "service_states", timeout=PING_TIMEOUT)
+                reported = dict(reply["states"])
+            except NodeError:
+                reported = {}
+        states = compute_states(lambda s: bool(self.ctx.config.get(s.config_path)), alive, self.restarting, reported)
         for name, state in states.items():
             machine = self.machines[name]
             if machine.state != state:

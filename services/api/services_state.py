@@ -8,16 +8,19 @@ from common.services_catalog import CATALOG, BY_NAME, LogicalService
 
 ON, OFF, STARTING, STOPPING, DEPENDS_OFF = "ON", "OFF", "STARTING", "STOPPING", "DEPENDS_OFF"
 
-# Processes that are part of the suite; a service hosted elsewhere (the future ledger) is not installed.
-SUITE = {"identity", "dht", "transport", "storage", "messaging", "api"}
+# Processes that are part of the suite.
+SUITE = {"identity", "dht", "transport", "storage", "messaging", "ledger", "api"}
 
 
-def compute_states(enabled: Callable[[LogicalService], bool], alive: set[str], restarting: set[str]) -> dict[str, str]:
+def compute_states(enabled: Callable[[LogicalService], bool], alive: set[str], restarting: set[str],
+                   reported: dict[str, str] | None = None) -> dict[str, str]:
     """The state of every logical service.
 
     OFF when switched off (or not installed, or not built yet), STARTING while its process restarts or is not up yet,
-    DEPENDS_OFF when a dependency is not ON, else ON.
+    DEPENDS_OFF when a dependency is not ON, else ON. `reported` holds what a process checked itself (the
+    ledger: is its engine installed and answering?); a service it reports as not ON takes that state.
     """
+    reported = reported or {}
     states: dict[str, str] = {}
 
     def state_of(service: LogicalService, trail: tuple[str, ...] = ()) -> str:
@@ -27,6 +30,8 @@ def compute_states(enabled: Callable[[LogicalService], bool], alive: set[str], r
             result = OFF
         elif service.process in restarting or service.process not in alive:
             result = STARTING
+        elif reported.get(service.name, ON) != ON:
+            result = reported[service.name]
         else:
             result = ON
             for dep in service.depends:

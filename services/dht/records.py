@@ -71,6 +71,8 @@ KINDS: dict[str, RecordKind] = {
         RecordKind("identity", ("key", "type", "timestamp", "idurl", "identity"), ("idurl",), 60 * 60, True),
         RecordKind("suppliers", ("key", "type", "timestamp", "customer_idurl", "ecc_map", "suppliers", "revision"),
                    ("publisher_idurl", "customer_idurl"), 60 * 60 * 12, True),
+        # The ledger's wallet address of a user (`blockchain_transaction_send` to a user id); key: the IDURL.
+        RecordKind("wallet", ("key", "type", "timestamp", "idurl", "address"), ("idurl",), 60 * 60 * 24, True),
         RecordKind("message_broker", ("key", "type", "timestamp", "customer_idurl", "broker_idurl", "position"),
                    ("broker_idurl", "customer_idurl"), 60 * 60 * 12, True),
     )

@@ -16,7 +16,13 @@ def test_states_follow_options_processes_and_dependencies():
     states = compute_states(lambda s: s.enabled, ALL, set())
     assert states["service_supplier"] == ON
     assert states["service_identity_server"] == OFF
-    assert states["service_bismuth_node"] == OFF
+    assert states["service_bismuth_node"] == STARTING  # the ledger process is not up
+    # The ledger reports its engine's state: absent or down is OFF, whatever the option says.
+    engine_off = {"service_bismuth_node": OFF, "service_bismuth_wallet": OFF, "service_bismuth_blockchain": OFF}
+    with_ledger = compute_states(lambda s: s.enabled, ALL | {"ledger"}, set(), engine_off)
+    assert with_ledger["service_bismuth_node"] == OFF and with_ledger["service_bismuth_wallet"] == OFF
+    engine_on = {name: ON for name in engine_off}
+    assert compute_states(lambda s: s.enabled, ALL | {"ledger"}, set(), engine_on)["service_bismuth_wallet"] == ON
     off = compute_states(lambda s: s.enabled and s.name != "service_keys_registry", ALL, set())
     assert off["service_keys_registry"] == OFF and off["service_supplier"] == DEPENDS_OFF
     restarting = compute_states(lambda s: s.enabled, ALL, {"dht"})
