@@ -2,9 +2,23 @@
 
 A remote path is `key_id:path` (`master$alice@host_port:docs/a.txt`); items are unique per key
 and path, folders are items of type `dir`. A version is one upload of a file: a random `uid`
-(which also prefixes its fragments' names on the suppliers), a state (`uploading`, `ready`,
-`failed`), the session key wrapped for the item's key, and one row per block with the sha256 of
-each of its N fragments, so a reader can check every fragment a supplier hands back.
+(which also prefixes its fragments' names on the suppliers), a state, the session key wrapped
+for the item's key, and one row per block with the sha256 of each of its N fragments, so a reader
+can check every fragment a supplier hands back.
+
+Each block row also says which supplier positions hold its fragment, verified: `stored` is a
+string of N `0`/`1` characters, position `p` set once the supplier at `p` acknowledged the
+fragment after its fsync (or listed it with the right sha256), cleared when that supplier is
+replaced or a read finds the fragment gone or corrupt. The version's state follows from it:
+
+    uploading --every block on every position--> ready
+    uploading --every block on at least k positions, some missing--> degraded  (repaired in the
+              background; `ready` once every position holds its fragment again)
+    uploading --a block on fewer than k positions, or stopped--> failed
+    ready --a position cleared (supplier replaced, fragment lost)--> degraded
+
+`ready` therefore always means any k of the N suppliers bring every block back. Health figures
+(`reliable`, per-position counts) are one aggregate query over a version's block rows.
 
 `export`/`import_index` turn everything under one key into a JSON document and back: the catalog
 backup stored on the suppliers (encrypted and signed by the caller).
@@ -17,14 +31,17 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from common import codec
 from common.errors import ConflictError, InvalidArgumentError, NotFoundError
 
-UPLOADING, READY, FAILED = "uploading", "ready", "failed"
+UPLOADING, READY, DEGRADED, FAILED = "uploading", "ready", "degraded", "failed"
+READABLE = (READY, DEGRADED)
+"""States whose every block has at least k verified fragments: a download can read them."""
 FILE, DIR = "file", "dir"
 MAX_PATH = 1024
+MAX_SUPPLIERS = 64
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -37,7 +54,7 @@ CREATE TABLE IF NOT EXISTS versions (
     error TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS blocks (
     uid TEXT NOT NULL, block_no INTEGER NOT NULL, plain_size INTEGER NOT NULL, cipher_size INTEGER NOT NULL,
-    hashes TEXT NOT NULL, PRIMARY KEY (uid, block_no));
+    hashes TEXT NOT NULL, stored TEXT NOT NULL DEFAULT '', PRIMARY KEY (uid, block_no));
 CREATE INDEX IF NOT EXISTS versions_item ON versions (item_id);
 """
 
@@ -107,6 +124,40 @@ class Block:
     plain_size: int
     cipher_size: int
     hashes: list[str]
+    stored: str = ""
+    """One `0`/`1` per supplier position: which positions hold this block's fragment, verified."""
+
+    def missing(self) -> list[int]:
+        """Positions whose fragment is not verified stored."""
+        return [p for p in range(len(self.hashes)) if p >= len(self.stored) or self.stored[p] != "1"]
+
+
+@dataclass(frozen=True)
+class Health:
+    """How well one version is stored: from its block rows, no supplier asked."""
+
+    blocks: int
+    suppliers: int
+    per_position: list[int]
+    """Blocks whose fragment each position holds, verified."""
+    weakest: int
+    """Verified fragments of the version's weakest block (`suppliers` when every block is whole)."""
+    weak_block: int
+    """That block's number, -1 when every block is whole."""
+
+    @property
+    def fragments(self) -> int:
+        return self.blocks * self.suppliers
+
+    @property
+    def missing_positions(self) -> list[int]:
+        return [p for p, count in enumerate(self.per_position) if count < self.blocks]
+
+
+def stored_mask(positions: Iterable[int], suppliers: int) -> str:
+    """The `stored` text of a block whose fragments at `positions` are verified."""
+    held = set(positions)
+    return "".join("1" if p in held else "0" for p in range(suppliers))
 
 
 class Catalog:
@@ -244,11 +295,33 @@ class Catalog:
         return [Version(*row) for row in self.db.execute(sql, (state,) if state else ())]
 
     def latest_ready(self, item_id: int) -> Version | None:
+        """The newest version every supplier position holds whole."""
         return next((v for v in self.versions(item_id) if v.state == READY), None)
+
+    def latest_readable(self, item_id: int) -> Version | None:
+        """The newest version a download can read (`ready`, or `degraded` with k fragments per block)."""
+        return next((v for v in self.versions(item_id) if v.state in READABLE), None)
+
+    def has_state(self, state: str) -> bool:
+        return self.db.execute("SELECT 1 FROM versions WHERE state=? LIMIT 1", (state,)).fetchone() is not None
 
     def finish_version(self, uid: str, state: str, size: int, blocks_total: int, error: str = "") -> None:
         self.db.execute("UPDATE versions SET state=?, size=?, blocks_total=?, error=? WHERE uid=?",
                         (state, size, blocks_total, error, uid))
+
+    def settle(self, uid: str) -> str:
+        """Set a finished version's state from its block rows (`ready` or `degraded`); the new state.
+
+        A version that is uploading or failed keeps its state: only the upload ends those.
+        """
+        version = self.version(uid)
+        if version is None or version.state not in READABLE:
+            return version.state if version else ""
+        health = self.health(version)
+        state = READY if health.weakest >= version.suppliers and health.blocks >= version.blocks_total else DEGRADED
+        if state != version.state:
+            self.db.execute("UPDATE versions SET state=? WHERE uid=?", (state, uid))
+        return state
 
     def delete_version(self, uid: str) -> None:
         self.db.execute("DELETE FROM blocks WHERE uid=?", (uid,))
@@ -257,40 +330,97 @@ class Catalog:
     # ---- blocks ------------------------------------------------------------------------------
 
     def put_block(self, block: Block) -> None:
-        self.db.execute("INSERT OR REPLACE INTO blocks VALUES (?,?,?,?,?)",
+        """Store a block's row; a `stored` that does not name every position counts as none held."""
+        stored = block.stored if len(block.stored) == len(block.hashes) else "0" * len(block.hashes)
+        self.db.execute("INSERT OR REPLACE INTO blocks VALUES (?,?,?,?,?,?)",
                         (block.uid, block.block_no, block.plain_size, block.cipher_size,
-                         codec.dumps(block.hashes).decode()))
+                         codec.dumps(block.hashes).decode(), stored))
 
     def blocks(self, uid: str) -> list[Block]:
         rows = self.db.execute("SELECT * FROM blocks WHERE uid=? ORDER BY block_no", (uid,))
-        return [Block(r[0], r[1], r[2], r[3], list(codec.loads(r[4]))) for r in rows]
+        return [_block(r) for r in rows]
+
+    def incomplete_blocks(self, uid: str) -> list[Block]:
+        """Blocks of `uid` some position does not hold (verified)."""
+        rows = self.db.execute("SELECT * FROM blocks WHERE uid=? AND stored LIKE '%0%' ORDER BY block_no", (uid,))
+        return [_block(r) for r in rows]
 
     def iter_blocks(self) -> Iterator[Block]:
         for r in self.db.execute("SELECT * FROM blocks ORDER BY uid, block_no").fetchall():
-            yield Block(r[0], r[1], r[2], r[3], list(codec.loads(r[4])))
+            yield _block(r)
+
+    # ---- which fragments are stored ------------------------------------------------------------
+
+    def mark_stored(self, uid: str, block_no: int, positions: Iterable[int], stored: bool = True) -> None:
+        """Positions of one block now hold (or no longer hold) its fragment."""
+        row = self.db.execute("SELECT stored FROM blocks WHERE uid=? AND block_no=?", (uid, block_no)).fetchone()
+        if row is None:
+            return
+        mask = list(row[0])
+        for p in positions:
+            if 0 <= p < len(mask):
+                mask[p] = "1" if stored else "0"
+        self.db.execute("UPDATE blocks SET stored=? WHERE uid=? AND block_no=?", ("".join(mask), uid, block_no))
+
+    def forget_position(self, position: int, suppliers: int) -> list[str]:
+        """The supplier at `position` was replaced: none of our `suppliers`-wide versions' fragments
+        there are held any more. Ready versions become degraded; the uids of the versions touched."""
+        uids = [r[0] for r in self.db.execute(
+            "SELECT uid FROM versions WHERE suppliers=? AND state IN (?,?,?)", (suppliers, READY, DEGRADED, UPLOADING))]
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for uid in uids:
+                self.db.execute(
+                    "UPDATE blocks SET stored = substr(stored, 1, ?) || '0' || substr(stored, ?) "
+                    "WHERE uid=? AND length(stored) > ?", (position, position + 2, uid, position))
+                self.db.execute("UPDATE versions SET state=? WHERE uid=? AND state=?", (DEGRADED, uid, READY))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return uids
+
+    def health(self, version: Version) -> Health:
+        """Per-position verified fragments and the weakest block of `version`: one aggregate query."""
+        n = max(1, min(version.suppliers, MAX_SUPPLIERS))
+        held = " + ".join(f"(substr(stored, {p + 1}, 1) = '1')" for p in range(n))
+        per = ", ".join(f"COALESCE(SUM(substr(stored, {p + 1}, 1) = '1'), 0)" for p in range(n))
+        row = self.db.execute(f"SELECT COUNT(*), COALESCE(MIN({held}), {n}), {per} FROM blocks WHERE uid=?",
+                              (version.uid,)).fetchone()
+        count, weakest, per_position = int(row[0]), int(row[1]), [int(x) for x in row[2:]]
+        weak_block = -1
+        if weakest < n:
+            found = self.db.execute(f"SELECT block_no FROM blocks WHERE uid=? ORDER BY {held}, block_no LIMIT 1",
+                                    (version.uid,)).fetchone()
+            weak_block = int(found[0]) if found else -1
+        return Health(count, version.suppliers, per_position, weakest, weak_block)
 
     # ---- totals and backup ---------------------------------------------------------------------
 
     def totals(self) -> dict[str, int]:
         files = self.db.execute("SELECT COUNT(*) FROM items WHERE type='file'").fetchone()[0]
         dirs = self.db.execute("SELECT COUNT(*) FROM items WHERE type='dir'").fetchone()[0]
-        size = self.db.execute("SELECT COALESCE(SUM(size),0) FROM versions WHERE state='ready'").fetchone()[0]
+        size = self.db.execute("SELECT COALESCE(SUM(size),0) FROM versions WHERE state IN ('ready', 'degraded')"
+                               ).fetchone()[0]
         stored = self.db.execute("SELECT COALESCE(SUM(cipher_size),0) FROM blocks").fetchone()[0]
         keys = self.db.execute("SELECT COUNT(DISTINCT key_id) FROM items").fetchone()[0]
         return {"files": int(files), "folders": int(dirs), "files_size": int(size), "stored": int(stored),
                 "keys": int(keys)}
 
     def export(self, key_id: str) -> dict[str, Any]:
-        """Everything under `key_id` that is ready: the document the catalog backup carries."""
+        """Everything under `key_id` a download can read: the document the catalog backup carries.
+
+        Each block is `[block_no, plain_size, cipher_size, hashes, stored]`.
+        """
         items = []
         for item in self.items(key_id):
             versions = []
             for v in self.versions(item.id):
-                if v.state != READY:
+                if v.state not in READABLE:
                     continue
                 versions.append({"uid": v.uid, "created": v.created, "size": v.size, "block_size": v.block_size,
                                  "suppliers": v.suppliers, "wrapped_key": v.wrapped_key,
-                                 "blocks": [[b.block_no, b.plain_size, b.cipher_size, b.hashes]
+                                 "blocks": [[b.block_no, b.plain_size, b.cipher_size, b.hashes, b.stored]
                                             for b in self.blocks(v.uid)]})
             items.append({"path": item.path, "type": item.type, "created": item.created, "versions": versions})
         return {"key_id": key_id, "items": items, "exported": time.time()}
@@ -310,8 +440,20 @@ class Catalog:
                 self.add_version(item, int(v["block_size"]), int(v["suppliers"]), str(v["wrapped_key"]),
                                  uid=uid, state=READY, size=int(v["size"]), created=float(v.get("created") or 0))
                 blocks = v.get("blocks") or []
-                for block_no, plain_size, cipher_size, hashes in blocks:
-                    self.put_block(Block(uid, int(block_no), int(plain_size), int(cipher_size), list(hashes)))
+                n = int(v["suppliers"])
+                for row in blocks:
+                    block_no, plain_size, cipher_size, hashes = row[:4]
+                    # A backup without the column predates it: its versions were stored whole.
+                    stored = str(row[4]) if len(row) > 4 else "1" * n
+                    if len(stored) != n or set(stored) - {"0", "1"}:
+                        stored = "0" * n
+                    self.put_block(Block(uid, int(block_no), int(plain_size), int(cipher_size), list(hashes),
+                                         stored))
                 self.finish_version(uid, READY, int(v["size"]), len(blocks))
+                self.settle(uid)
                 added += 1
         return added
+
+
+def _block(row: Any) -> Block:
+    return Block(row[0], row[1], row[2], row[3], list(codec.loads(row[4])), row[5])

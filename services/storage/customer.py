@@ -6,6 +6,7 @@ No bus code here: the other processes are reached through `wire.BusPeers`-like o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -19,8 +20,9 @@ from common.fsutil import user_path
 from common.packet import MAX_BLOCK_SIZE
 from services.storage import blocks
 from services.storage.backup_index import fetch_newest, seal_index
-from services.storage.catalog import DIR, FILE, READY, UPLOADING, Catalog, Item, Version, split_remote_path
-from services.storage.employer import OFFLINE, Employer
+from services.storage.catalog import (DEGRADED, DIR, FAILED, FILE, READABLE, READY, UPLOADING, Catalog, Item, Version,
+                                      split_remote_path)
+from services.storage.employer import CONNECTED, OFFLINE, Employer
 from services.storage.fragments import Mover, index_name, key_tag, version_prefix
 from services.storage.transfers import Job, Transfers
 from common.ids import idurl_to_global_id
@@ -33,6 +35,8 @@ MAX_LISTING_PAGES = 1000
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 INDEX_TIMEOUT = 30.0
+REPAIR_RETRY = 15.0
+"""Seconds between rounds of repairing degraded versions while some position cannot take its fragments."""
 
 
 class Customer:
@@ -48,9 +52,12 @@ class Customer:
         self.emit = emit
         self.catalog = Catalog(folder / "catalog.sqlite")
         self.mover = Mover(peers.wire, spool)
-        self.employer = Employer(folder, peers, automats, option, on_replaced=self._on_replaced)
-        self.transfers = Transfers(self.catalog, self.mover, emit, self.employer.note)
+        self.employer = Employer(folder, peers, automats, option, on_replaced=self._on_replaced,
+                                 on_connected=self._on_connected)
+        self.transfers = Transfers(self.catalog, self.mover, emit, self.employer.note, current=self.employer.idurls)
         self.opened_shares: set[str] = set()
+        self._repairer: asyncio.Task[None] | None = None
+        self._repair_wake = asyncio.Event()
         self._backups: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -73,6 +80,8 @@ class Customer:
             item = self.catalog.item_by_id(version.item_id)
             if item is not None:
                 self.spawn(self._delete_remote(item.key_id, [version.uid]))
+        if self._degraded():
+            self.repair_later()
         return abandoned
 
     async def restore_if_empty(self) -> bool:
@@ -219,13 +228,33 @@ class Customer:
         return job
 
     async def _upload_ready(self, item: Item, version: Version) -> None:
-        keep = int(self.option("services/backups/max-copies"))
-        old = [v for v in self.catalog.versions(item.id) if v.uid != version.uid][max(0, keep - 1):]
-        for victim in old:
-            self.catalog.delete_version(victim.uid)
-        if old:
-            self.spawn(self._delete_remote(item.key_id, [v.uid for v in old]))
+        """An upload ended readable: a ready one may retire older versions, a degraded one is repaired."""
+        if version.state == READY:
+            self._retain(item)
+        else:
+            self.repair_later()
         self.backup_later(item.key_id)
+
+    def _retain(self, item: Item) -> list[str]:
+        """Apply `max-copies` to `item`: only ready versions count.
+
+        The newest `max-copies` ready versions stay, older ready ones go; failed and degraded
+        versions go once a newer ready version exists (a degraded one newer than every ready one
+        stays, being repaired). Uploads running are never touched. The uids removed.
+        """
+        keep = max(1, int(self.option("services/backups/max-copies")))
+        versions = self.catalog.versions(item.id)
+        ready = [v for v in versions if v.state == READY]
+        if not ready:
+            return []
+        newest = ready[0]
+        doomed = ready[keep:] + [v for v in versions if v.state in (FAILED, DEGRADED)
+                                 and (v.created, v.uid) < (newest.created, newest.uid)]
+        for victim in doomed:
+            self.catalog.delete_version(victim.uid)
+        if doomed:
+            self.spawn(self._delete_remote(item.key_id, [v.uid for v in doomed]))
+        return [v.uid for v in doomed]
 
     async def _delete_remote(self, key_id: str, uids: list[str]) -> None:
         for supplier in [s for s in self.employer.idurls() if s]:
@@ -255,7 +284,7 @@ class Customer:
             targets.append((item, root / item.name))
         jobs = []
         for child, target in targets:
-            version = self.catalog.latest_ready(child.id)
+            version = self.catalog.latest_readable(child.id)
             if version is None:
                 if item.type == DIR:
                     continue
@@ -296,32 +325,102 @@ class Customer:
     # ---- rebuild ----------------------------------------------------------------------------------
 
     async def _on_replaced(self, position: int, old: str, new: str) -> None:
+        # The new supplier holds nothing yet: every version is degraded at this position until rebuilt.
+        self.catalog.forget_position(position, len(self.employer.positions))
         self.spawn(self.rebuild(position))
+
+    def _on_connected(self, position: int) -> None:
+        """A supplier (re)connected: the fragments it lacks can be sent now."""
+        if self._degraded():
+            self.repair_later()
 
     async def rebuild(self, position: int) -> Job:
         suppliers = self.employer.idurls()
         versions = []
-        for version in self.catalog.all_versions(READY):
+        for version in self.catalog.all_versions():
             item = self.catalog.item_by_id(version.item_id)
-            if item is not None and not item.owner_idurl:
+            if version.state in READABLE and item is not None and not item.owner_idurl:
                 versions.append((item.key_id, version))
         job = Job("rebuild", f"position {position}", "", "", sum(v.size for _, v in versions), suppliers[position],
                   0, len(suppliers))
         self.transfers.rebuilds[str(position)] = job
         await self.emit("rebuild-started", {"position": position, "supplier": suppliers[position]})
         sent = await self.transfers.rebuild_position(job, position, suppliers, versions)
+        self._retain_repaired([v for _, v in versions])
+        if self._degraded():
+            self.repair_later()
         for key_id in {k for k, _ in versions} | {f"master${(await self.peers.me() or {}).get('global_id')}"}:
             self.backup_later(key_id)
         await self.emit("rebuild-finished", {"position": position, "supplier": suppliers[position],
                                              "fragments": sent, "state": job.state, "error": job.error})
         return job
 
+    # ---- background repair ------------------------------------------------------------------------
+
+    def _degraded(self) -> list[tuple[Item, Version]]:
+        """Our own degraded versions (a share's owner repairs its own)."""
+        found = []
+        for version in self.catalog.all_versions(DEGRADED):
+            item = self.catalog.item_by_id(version.item_id)
+            if item is not None and not item.owner_idurl:
+                found.append((item, version))
+        return found
+
+    def repair_later(self) -> None:
+        """Repair degraded versions in the background (one task; woken again by each call)."""
+        self._repair_wake.set()
+        if self._repairer is None or self._repairer.done():
+            self._repairer = self.spawn(self._repair_loop())
+
+    async def _repair_loop(self) -> None:
+        while self._degraded():
+            self._repair_wake.clear()
+            try:
+                await self.repair_degraded()
+            except NodeError as err:
+                log.info("repair of degraded versions: %s", err.reason)
+            if not self._degraded():
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._repair_wake.wait(), timeout=REPAIR_RETRY)
+
+    async def repair_degraded(self) -> int:
+        """One round: send every degraded version the fragments its connected positions lack; stored."""
+        suppliers = self.employer.idurls()
+        usable = {p.index for p in self.employer.positions if p.idurl and p.state == CONNECTED}
+        stored = 0
+        repaired = []
+        for item, version in self._degraded():
+            sent, _ = await self.transfers.repair_version(item.key_id, version, suppliers, usable)
+            stored += sent
+            after = self.catalog.version(version.uid)
+            if after is not None and after.state == READY:
+                repaired.append(after)
+                await self.emit("version-repaired", {"remote_path": item.remote_path, "version": version.uid,
+                                                     "fragments": sent})
+        self._retain_repaired(repaired)
+        return stored
+
+    def _retain_repaired(self, versions: list[Version]) -> None:
+        """Versions that became ready may retire older ones; their catalogs are backed up again."""
+        for item_id in {v.item_id for v in versions if (self.catalog.version(v.uid) or v).state == READY}:
+            item = self.catalog.item_by_id(item_id)
+            if item is not None:
+                self._retain(item)
+                self.backup_later(item.key_id)
+
+    # ---- sync ---------------------------------------------------------------------------------------
+
     async def sync(self) -> dict[str, Any]:
-        """`files_sync`: ask every supplier what it holds; resend what is missing, delete what is unknown."""
+        """`files_sync`: ask every supplier what it holds; resend what is missing, delete what is unknown.
+
+        What a supplier lists with the right sha256 counts as stored, what it does not list as lost.
+        Only names of versions the catalog does not hold at all are deleted, the catalog read after
+        the listing arrived: a running upload's version is in the catalog before its first fragment
+        leaves, so its fragments are never taken for orphans.
+        """
         suppliers = self.employer.idurls()
         report: dict[str, Any] = {"suppliers": [], "missing": 0, "repaired": 0, "orphans_deleted": 0}
-        mine = [(self.catalog.item_by_id(v.item_id), v) for v in self.catalog.all_versions(READY)]
-        known = {(item.key_id, v.uid) for item, v in mine if item is not None and not item.owner_idurl}
         for position, supplier in enumerate(suppliers):
             if not supplier:
                 continue
@@ -331,23 +430,24 @@ class Customer:
                 report["suppliers"].append({"position": position, "idurl": supplier, "state": "unreachable"})
                 continue
             missing = 0
-            for key_id, uid in known:
-                version = self.catalog.version(uid)
-                assert version is not None
-                if version.suppliers != len(suppliers):
+            degraded = [v for _, v in self._degraded()]
+            for item, version in self._readable_own():
+                if version.suppliers != len(suppliers) or self.employer.idurls()[position] != supplier:
                     continue
-                for block in self.catalog.blocks(uid):
-                    name = self.transfers.fragment_name(key_id, uid, block.block_no, position)
-                    if name in files:
-                        continue
-                    missing += 1
-                    shares, _ = await self.mover.fetch_shares(key_id, version, block, suppliers, None,
-                                                              skip={position})
-                    if len(shares) >= blocks.data_shares(version.suppliers):
-                        report["repaired"] += await self.mover.repair(key_id, version, block, shares, [position],
-                                                                      suppliers)
-            prefixes = {f"{key_tag(k)}.{uid}." for k, uid in known}
-            tags = {key_tag(k) for k, _ in known} | {key_tag(item.key_id) for item in self.catalog.items()}
+                for block in self.catalog.blocks(version.uid):
+                    name = self.transfers.fragment_name(item.key_id, version.uid, block.block_no, position)
+                    held = files.get(name) == block.hashes[position]
+                    if not held:
+                        missing += 1
+                    if held != (position not in block.missing()):
+                        self.catalog.mark_stored(version.uid, block.block_no, [position], stored=held)
+                self.catalog.settle(version.uid)
+                stored, _ = await self.transfers.repair_version(item.key_id, version, suppliers, {position})
+                report["repaired"] += stored
+            self._retain_repaired(degraded)
+            everything = [(self.catalog.item_by_id(v.item_id), v) for v in self.catalog.all_versions()]
+            prefixes = {f"{key_tag(i.key_id)}.{v.uid}." for i, v in everything if i is not None}
+            tags = {key_tag(item.key_id) for item in self.catalog.items()}
             orphans = sorted({n.rsplit(".", 2)[0] + "." for n in files
                               if not n.endswith(".index") and not any(n.startswith(p) for p in prefixes)
                               and n.split(".", 1)[0] in tags})
@@ -360,17 +460,28 @@ class Customer:
             report["missing"] += missing
             report["suppliers"].append({"position": position, "idurl": supplier, "state": "synced",
                                         "missing": missing, "objects": len(files)})
+        if self._degraded():
+            self.repair_later()
         return report
 
-    async def _listing(self, supplier: str) -> set[str]:
-        """Every name a supplier holds for us, page by page (`truncated` pages go on `after` the last)."""
-        names: set[str] = set()
+    def _readable_own(self) -> list[tuple[Item, Version]]:
+        found = []
+        for version in self.catalog.all_versions():
+            item = self.catalog.item_by_id(version.item_id)
+            if version.state in READABLE and item is not None and not item.owner_idurl:
+                found.append((item, version))
+        return found
+
+    async def _listing(self, supplier: str) -> dict[str, str]:
+        """Every name a supplier holds for us with its sha256, page by page (`truncated` pages go on
+        `after` the last)."""
+        names: dict[str, str] = {}
         after = ""
         for _ in range(MAX_LISTING_PAGES):
             reply = await self.peers.request(supplier, "ListFiles", {"after": after} if after else {}, 30)
             payload = reply.get("payload") or {}
             page = [str(f["name"]) for f in payload.get("files") or []]
-            names.update(page)
+            names.update({str(f["name"]): str(f.get("sha256") or "") for f in payload.get("files") or []})
             if not payload.get("truncated") or not page or max(page) <= after:
                 return names
             after = max(page)
@@ -405,6 +516,22 @@ class Customer:
         return len(uids)
 
     # ---- views --------------------------------------------------------------------------------
+
+    def version_health(self, version: Version) -> dict[str, Any]:
+        """How `version` is stored, from the catalog alone: `reliable` (the weakest block's share of
+        verified fragments), `delivered` (all verified fragments' share), per-position counts and
+        the positions missing any fragment."""
+        health = self.catalog.health(version)
+        n = max(1, version.suppliers)
+        total = health.fragments
+        held = sum(health.per_position)
+        weakest = health.weakest if health.blocks else (n if version.state in READABLE else 0)
+        return {"reliable": _percent(weakest, n), "delivered": _percent(held, total) if total else
+                ("100%" if version.state in READABLE else "0%"),
+                "fragments": total, "max_block": max(0, health.blocks - 1), "weak_block": health.weak_block,
+                "missing_positions": health.missing_positions,
+                "suppliers": [{"position": p, "fragments": count, "stored": _percent(count, total) if total else "0%"}
+                              for p, count in enumerate(health.per_position)]}
 
     async def suppliers_list(self) -> list[dict[str, Any]]:
         states = await asyncio.gather(*(self.peers.contact_state(p.idurl) if p.idurl else _none()
@@ -476,6 +603,12 @@ def _unb64(text: str) -> bytes:
 
 async def _none() -> str:
     return ""
+
+
+def _percent(part: int, whole: int) -> str:
+    """`part` of `whole` as the API shows it ("100%", "75%", "33.33%")."""
+    value = round(part * 100 / max(1, whole), 2)
+    return f"{value:g}%"
 
 
 def _date(ts: float) -> str:

@@ -87,13 +87,16 @@ class Employer:
     def __init__(self, folder: Path, peers: Peers, automats: AutomatRegistry | None,
                  option: Callable[[str], Any],
                  on_replaced: Callable[[int, str, str], Awaitable[None]] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 on_connected: Callable[[int], None] | None = None):
         self.file = folder / "suppliers.json"
         folder.mkdir(parents=True, exist_ok=True)
         self.peers = peers
         self.automats = automats
         self.option = option
         self.on_replaced = on_replaced
+        self.on_connected = on_connected
+        """Told the position of a supplier that became CONNECTED (hired, or back from OFFLINE)."""
         self.clock = clock
         self.positions: list[Position] = []
         self.revision = 0
@@ -219,11 +222,14 @@ class Employer:
                 continue
             now = self.clock()
             if accepted:
-                if pos.state != CONNECTED:
+                came_back = pos.state != CONNECTED
+                if came_back:
                     pos.connected_at = now
                 pos.last_ok = now
                 pos.offline_since = 0.0
                 pos.machine.fire("accepted")
+                if came_back and pos.state == CONNECTED and self.on_connected is not None:
+                    self.on_connected(pos.index)
             elif reason.startswith("refused:"):
                 pos.machine.fire("refused")
             else:

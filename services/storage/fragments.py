@@ -151,9 +151,12 @@ class Mover:
             reply = await self.wire.send_file(idurl, name, path, sha256, SEND_TIMEOUT)
         except NodeError as err:
             return False, err.reason or "unreachable"
-        if reply.get("command") == "Ack":
-            return True, ""
         payload = reply.get("payload")
+        if reply.get("command") == "Ack":
+            # The supplier acknowledges once the fragment is durable, naming what it stored.
+            if isinstance(payload, dict) and payload.get("sha256") not in (None, sha256):
+                return False, "refused:sha256_mismatch"
+            return True, ""
         return False, "refused:" + str(payload.get("reason") if isinstance(payload, dict) else payload)
 
     async def send_block(self, key_id: str, uid: str, block_no: int, hashes: list[str], paths: list[Path],
@@ -222,13 +225,13 @@ class Mover:
         return shares, failed
 
     async def repair(self, key_id: str, version: Version, block: Block, shares: dict[int, bytes],
-                     positions: list[int], suppliers: list[str]) -> int:
-        """Recompute fragments at `positions` from `shares` and send them; how many were stored."""
+                     positions: list[int], suppliers: list[str]) -> list[int]:
+        """Recompute fragments at `positions` from `shares` and send them; the positions acknowledged."""
         if not positions:
-            return 0
+            return []
         rebuilt = await asyncio.to_thread(blocks.rebuild_fragments, shares, version.suppliers, block.cipher_size,
                                           positions)
-        stored = 0
+        stored: list[int] = []
         for pos, data in rebuilt.items():
             if pos >= len(suppliers) or not suppliers[pos]:
                 continue
@@ -238,7 +241,7 @@ class Mover:
             ok, reason = await self.send(suppliers[pos], fragment_name(key_id, version.uid, block.block_no, pos),
                                          data, block.hashes[pos])
             if ok:
-                stored += 1
+                stored.append(pos)
             else:
                 log.info("repair of fragment %d of block %d failed: %s", pos, block.block_no, reason)
         return stored

@@ -199,7 +199,7 @@ class StorageService(SharesEndpoints, ServiceBase):
         owner = item.owner_idurl or ""
         global_id = item.key_id.split("$", 1)[-1]
         versions = catalog.versions(item.id)
-        latest = next((v for v in versions if v.state == "ready"), None)
+        latest = next((v for v in versions if v.state in ("ready", "degraded")), None)
         info: dict[str, Any] = {
             "customer": global_id, "idurl": owner or idurl_of(global_id), "key_id": item.key_id,
             "key_alias": item.key_id.split("$", 1)[0], "global_id": f"{item.key_id}:{item.id}",
@@ -221,17 +221,14 @@ class StorageService(SharesEndpoints, ServiceBase):
 
     def _version_info(self, item: Item, version: Any) -> dict[str, Any]:
         job = self.customer.transfers.uploads.get(item.remote_path)
-        progress = "100%" if version.state == "ready" else "0%"
+        progress = "100%" if version.state in ("ready", "degraded") else "0%"
         if job is not None and job.uid == version.uid:
             progress = job.progress if version.state == "uploading" else progress
         n = version.suppliers
-        blocks_count = len(self.customer.catalog.blocks(version.uid))
         return {"backup_id": f"{item.remote_path}/{version.uid}", "version": version.uid, "state": version.state,
                 "progress": progress, "size": version.size, "time": version.created,
                 "label": time.strftime("%Y-%m-%d %I:%M:%S %p", time.localtime(version.created)),
-                "max_block": max(0, blocks_count - 1), "fragments": blocks_count * n, "error": version.error,
-                "ecc_map": f"ecc/{n}x{n}",
-                "suppliers": [{"position": p, "fragments": blocks_count} for p in range(n)]}
+                "error": version.error, "ecc_map": f"ecc/{n}x{n}", **self.customer.version_health(version)}
 
     def _item(self, remote_path: str) -> Item:
         key_id, path = split_remote_path(remote_path)
@@ -321,17 +318,23 @@ class StorageService(SharesEndpoints, ServiceBase):
         key_id, path = split_remote_path(remote_path)
         if as_bool(wait_result, "wait_result"):
             await asyncio.gather(*(job.done.wait() for job in jobs))
-            failed = [j for j in jobs if j.state != "ready"]
+            failed = [j for j in jobs if j.state not in ("ready", "degraded")]
             if failed:
                 raise NodeError(f"upload of {failed[0].remote_path} failed: {failed[0].error}",
                                 reason="upload_failed", status=503)
         first = jobs[0] if jobs else None
+        degraded = [j for j in jobs if j.state == "degraded"]
+        state = "ready" if all(j.state == "ready" for j in jobs) else "degraded" if degraded and all(
+            j.state in ("ready", "degraded") for j in jobs) else "uploading"
         result = {"key_id": key_id, "remote_path": f"{key_id}:{path}", "source_path": str(local_path),
                   "path_id": str(self.customer.catalog.require_item(key_id, path).id),
                   "version": first.uid if first and len(jobs) == 1 else None,
                   "versions": [{"remote_path": j.remote_path, "version": j.uid, "state": j.state,
-                                "size": j.total_size} for j in jobs],
-                  "state": "ready" if all(j.state == "ready" for j in jobs) else "uploading"}
+                                "size": j.total_size, "missing_positions": j.missing_positions} for j in jobs],
+                  "state": state}
+        if state == "degraded":
+            return Reply(result, f"{key_id}:{path} uploaded degraded: positions {degraded[0].missing_positions} "
+                                 "lack fragments and are being repaired")
         if as_bool(wait_result, "wait_result"):
             return Reply(result, f"{key_id}:{path} uploaded successfully")
         return Reply(result, f"uploading task for {key_id}:{path} started, local path is {local_path}")

@@ -1,10 +1,13 @@
 """Uploads, downloads and rebuilds: the long-running jobs of the customer role.
 
 An upload streams a file block by block (read → seal → one fragment per supplier), keeping at
-most `window` blocks in memory, and is `ready` only when every block was acknowledged by at least
-k suppliers. A download fetches any k verified fragments per block, decrypts, writes the blocks
-in order to a temporary file beside the destination and renames it into place at the end, so a
-reader never sees half a file. A rebuild sends a new supplier the fragments of its position,
+most `window` blocks in memory. Each block's row records which positions acknowledged their
+fragment (after the supplier's fsync); a block fewer than k positions hold fails the upload. At
+the end the version is `ready` when every position holds every block, else `degraded` (readable,
+the missing positions listed, repaired in the background by `repair_version`). A download
+fetches any k verified fragments per block, decrypts, writes the blocks in order to a temporary
+file beside the destination and renames it into place at the end, so a reader never sees half a
+file. A rebuild sends a new supplier the fragments of its position,
 recomputed from the others. Memory stays bounded by the window, whatever the file size.
 """
 
@@ -24,7 +27,7 @@ from common import spool
 from common.errors import NodeError
 from common.fsutil import fsync_dir
 from services.storage import blocks
-from services.storage.catalog import FAILED, READY, Block, Catalog, Item, Version
+from services.storage.catalog import DEGRADED, FAILED, READABLE, READY, Block, Catalog, Item, Version, stored_mask
 from services.storage.fragments import Mover, fragment_name, write_slots
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class Job:
     blocks_total: int = 0
     state: str = "running"
     error: str = ""
+    missing_positions: list[int] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     finished: float = 0.0
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
@@ -61,7 +65,7 @@ class Job:
     @property
     def progress(self) -> str:
         if self.total_size <= 0:
-            return "100%" if self.state == READY else "0%"
+            return "100%" if self.state in READABLE else "0%"
         return f"{min(100, int(self.bytes_done * 100 / self.total_size))}%"
 
     def info(self) -> dict[str, Any]:
@@ -71,7 +75,8 @@ class Job:
                 "total_size": self.total_size, "bytes_processed": self.bytes_done, "progress": self.progress,
                 "block_number": self.blocks_done, "blocks_total": self.blocks_total, "block_size": self.block_size,
                 "eccmap": blocks.ecc_map_name(self.suppliers) if self.suppliers else None,
-                "state": self.state, "error": self.error, "started": self.started,
+                "state": self.state, "error": self.error, "missing_positions": self.missing_positions,
+                "started": self.started,
                 "aborting": self.state == "stopping", "done": self.done.is_set()}
 
 
@@ -129,11 +134,13 @@ class Transfers:
     """Runs the jobs; the service passes in the catalog, the mover and how to reach suppliers."""
 
     def __init__(self, catalog: Catalog, mover: Mover, progress: Progress,
-                 note: Callable[[str, bool, str], None]):
+                 note: Callable[[str, bool, str], None], current: Callable[[], list[str]] | None = None):
         self.catalog = catalog
         self.mover = mover
         self.progress = progress
         self.note = note
+        self.current = current
+        """The suppliers now at each position: an acknowledgement counts only from the one still there."""
         self.uploads: dict[str, Job] = {}
         self.downloads: dict[str, Job] = {}
         self.rebuilds: dict[str, Job] = {}
@@ -168,16 +175,18 @@ class Transfers:
         async def one_block(number: int, staged: _Staged, paths: list[Path]) -> None:
             try:
                 results = await self.mover.send_block(job.key_id, job.uid, number, staged.hashes, paths, suppliers)
-                acked = 0
                 for idurl, ok, reason in results:
                     if idurl and reason != "vacant":
                         self.note(idurl, ok, reason)
-                    acked += ok
-                if acked < k:
-                    reasons = sorted({r for _, ok, r in results if not ok})
-                    failures.append(f"block {number}: {acked} of {k} suppliers acknowledged ({', '.join(reasons)})")
+                now = self.current() if self.current is not None else suppliers
+                held = [p for p, (idurl, ok, _) in enumerate(results) if ok and p < len(now) and now[p] == idurl]
+                if len(held) < k:
+                    reasons = sorted({r for _, ok, r in results if not ok} or {"supplier replaced"})
+                    failures.append(f"block {number}: {len(held)} of {k} suppliers acknowledged "
+                                    f"({', '.join(reasons)})")
                     return
-                self.catalog.put_block(Block(job.uid, number, staged.plain_size, staged.cipher_size, staged.hashes))
+                self.catalog.put_block(Block(job.uid, number, staged.plain_size, staged.cipher_size, staged.hashes,
+                                             stored_mask(held, n)))
                 job.bytes_done += staged.plain_size
                 job.blocks_done += 1
                 await self.progress("upload-progress", job.info())
@@ -227,13 +236,16 @@ class Transfers:
             job.state, job.error = FAILED, error
         else:
             self.catalog.finish_version(job.uid, READY, job.bytes_done, block_no)
-            job.state = READY
+            job.state = self.catalog.settle(job.uid)
             final = self.catalog.version(job.uid)
             assert final is not None
+            if job.state == DEGRADED:
+                job.missing_positions = self.catalog.health(final).missing_positions
+                job.error = f"degraded: positions {job.missing_positions} do not hold every fragment yet"
             await on_ready(item, final)
         job.finished = time.time()
         job.done.set()
-        await self.progress("upload-finished" if job.state == READY else "upload-failed", job.info())
+        await self.progress("upload-finished" if job.state in READABLE else "upload-failed", job.info())
 
     # ---- download -------------------------------------------------------------------------------
 
@@ -298,6 +310,8 @@ class Transfers:
         plain = await asyncio.to_thread(blocks.open_block, session_key, version.uid, block.block_no, cipher)
         bad = [p for p, reason in failed.items() if reason in ("corrupt", "not_found")]
         if bad and customer_idurl is None:
+            self.catalog.mark_stored(version.uid, block.block_no, bad, stored=False)
+            self.catalog.settle(version.uid)
             # Reported for repair: rebuilt from the good fragments and sent back in the background.
             log.warning("block %d of %s: fragments %s bad (%s); repairing", block.block_no, version.uid, bad,
                         [failed[p] for p in bad])
@@ -308,31 +322,62 @@ class Transfers:
     async def _repair(self, key_id: str, version: Version, block: Block, shares: dict[int, bytes],
                       positions: list[int], suppliers: list[str]) -> None:
         stored = await self.mover.repair(key_id, version, block, shares, positions, suppliers)
-        self.repairs_done += stored
+        self._mark(version, block, stored, suppliers)
+        self.repairs_done += len(stored)
         if stored:
             await self.progress("fragment-repaired", {"backup_id": version.uid, "block": block.block_no,
-                                                      "positions": positions, "stored": stored})
+                                                      "positions": positions, "stored": len(stored)})
+
+    def _mark(self, version: Version, block: Block, positions: list[int], suppliers: list[str]) -> None:
+        """Record repaired fragments, only where the supplier they went to is still at its position."""
+        now = self.current() if self.current is not None else suppliers
+        held = [p for p in positions if p < len(now) and now[p] == suppliers[p]]
+        if held:
+            self.catalog.mark_stored(version.uid, block.block_no, held)
+            self.catalog.settle(version.uid)
 
     # ---- rebuild --------------------------------------------------------------------------------
 
+    async def repair_version(self, key_id: str, version: Version, suppliers: list[str], usable: set[int],
+                             job: Job | None = None) -> tuple[int, int]:
+        """Send the fragments `version` lacks at the `usable` positions, each recomputed from k others.
+
+        Returns (fragments stored, fragments still missing at usable positions); the version's state
+        follows (`ready` once none is missing anywhere).
+        """
+        stored_count, left = 0, 0
+        if version.suppliers != len(suppliers):
+            return 0, 0
+        k = blocks.data_shares(version.suppliers)
+        for block in self.catalog.incomplete_blocks(version.uid):
+            missing = block.missing()
+            todo = [p for p in missing if p in usable and suppliers[p]]
+            if todo:
+                shares, _ = await self.mover.fetch_shares(key_id, version, block, suppliers, None, skip=set(missing))
+                if len(shares) >= k:
+                    stored = await self.mover.repair(key_id, version, block, shares, todo, suppliers)
+                    self._mark(version, block, stored, suppliers)
+                    stored_count += len(stored)
+                    left += len(todo) - len(stored)
+                else:
+                    left += len(todo)
+                    if job is not None:
+                        job.error = f"block {block.block_no} of {version.uid} could not be rebuilt"
+            if job is not None:
+                job.blocks_done += 1
+                job.bytes_done += block.plain_size
+        self.catalog.settle(version.uid)
+        return stored_count, left
+
     async def rebuild_position(self, job: Job, position: int, suppliers: list[str],
                                versions: list[tuple[str, Version]]) -> int:
-        """Send the supplier now at `position` its fragment of every block of `versions`."""
-        job.blocks_total = sum(len(self.catalog.blocks(v.uid)) for _, v in versions)
+        """Send the supplier now at `position` its fragment of every block of `versions` it lacks."""
+        job.blocks_total = sum(len(self.catalog.incomplete_blocks(v.uid)) for _, v in versions)
         sent = 0
         try:
             for key_id, version in versions:
-                if version.suppliers != len(suppliers):
-                    continue
-                for block in self.catalog.blocks(version.uid):
-                    shares, _ = await self.mover.fetch_shares(key_id, version, block, suppliers, None,
-                                                              skip={position})
-                    if len(shares) >= blocks.data_shares(version.suppliers):
-                        sent += await self.mover.repair(key_id, version, block, shares, [position], suppliers)
-                    else:
-                        job.error = f"block {block.block_no} of {version.uid} could not be rebuilt"
-                    job.blocks_done += 1
-                    job.bytes_done += block.plain_size
+                stored, _ = await self.repair_version(key_id, version, suppliers, {position}, job)
+                sent += stored
         except BaseException as err:
             # Stopped or failed part way: the job says so rather than staying "running" for good.
             job.error = job.error or getattr(err, "message", None) or str(err) or type(err).__name__

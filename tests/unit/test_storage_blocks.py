@@ -11,7 +11,7 @@ from common.packet import MAX_BLOCK_SIZE, MAX_HEADER_SIZE, MAX_PAYLOAD_SIZE
 from services.storage import blocks, fragments
 from services.transport.framing import DEFAULT_MAX_FRAME
 from common.errors import ConflictError, InvalidArgumentError
-from services.storage.catalog import READY, Block, Catalog, split_remote_path
+from services.storage.catalog import DEGRADED, READY, Block, Catalog, split_remote_path
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000, 4 * 1024 * 1024 + 1])
@@ -96,15 +96,24 @@ def test_catalog_export_import(tmp_path):
     with pytest.raises(ConflictError):
         one.create("master$a@h_1", "docs/a.txt")
     version = one.add_version(item, 4096, 4, "wrapped")
-    row = Block(version.uid, 0, 10, 26, ["h0", "h1", "h2", "h3"])
+    row = Block(version.uid, 0, 10, 26, ["h0", "h1", "h2", "h3"], "1111")
     one.put_block(row)
     one.finish_version(version.uid, READY, 10, 1)
+    assert one.settle(version.uid) == READY
+    other, _ = one.create("master$a@h_1", "docs/b.txt")
+    degraded = one.add_version(other, 4096, 4, "wrapped")
+    one.put_block(Block(degraded.uid, 0, 10, 26, ["h0", "h1", "h2", "h3"], "1101"))
+    one.finish_version(degraded.uid, READY, 10, 1)
+    assert one.settle(degraded.uid) == DEGRADED
     doc = one.export("master$a@h_1")
     two = Catalog(tmp_path / "two.sqlite")
-    assert two.import_index(doc) == 1
+    assert two.import_index(doc) == 2
     copy = two.item("master$a@h_1", "docs/a.txt")
     assert copy is not None and two.latest_ready(copy.id).size == 10
     assert two.blocks(version.uid)[0].hashes == row.hashes
+    # Which positions hold which fragment travels with the backup: the degraded version stays so.
+    assert two.version(degraded.uid).state == DEGRADED
+    assert two.blocks(degraded.uid)[0].missing() == [2]
     assert two.import_index(doc) == 0
 
 

@@ -43,7 +43,7 @@ async def test_a_rebuild_that_fails_part_way_is_failed_and_done(tmp_path: Path) 
     catalog = transfers.catalog
     item, _ = catalog.create("master$alice@host", "a.bin")
     version = catalog.add_version(item, 1024, 2, "wrapped", state=READY, size=1024)
-    catalog.put_block(Block(version.uid, 0, 1024, 1040, ["h0", "h1"]))
+    catalog.put_block(Block(version.uid, 0, 1024, 1040, ["h0", "h1"], "01"))
     job = Job("rebuild", "position 0", "", "", 1024, "supplier", 0, 2)
     transfers.rebuilds["0"] = job
     with pytest.raises(UnavailableError):

@@ -1,0 +1,187 @@
+"""A version is ready only when every supplier holds its fragments: end to end, through REST only.
+
+Node 1 is the customer with 4 suppliers (ecc/4x4, k=2). `files_sync` during an upload leaves the
+upload alone; an upload with one supplier away is reported degraded (with the missing position),
+keeps the older good version, and is repaired to ready once the supplier is back; retention
+counts only ready versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from deploy import node
+from tests.e2e.client import NodeClient
+from tests.helpers import sha256_file, wait_for
+
+KIB, MIB = 1024, 1024 * 1024
+SUPPLIERS = 4
+
+
+def _master(identities: dict[str, dict], name: str) -> str:
+    return f"master${identities[name]['global_id']}"
+
+
+def _connected(client: NodeClient) -> list[dict]:
+    items = client.ok("suppliers_list")
+    live = [i for i in items if i["supplier_state"] == "CONNECTED"]
+    return items if len(items) == SUPPLIERS and len(live) == SUPPLIERS else []
+
+
+def _by_idurl(net: Any, idurl: str) -> NodeClient:
+    for client in net.nodes:
+        if client.ok("identity_get")["idurl"] == idurl:
+            return client
+    raise AssertionError(idurl)
+
+
+def _random_file(path: Path, size: int) -> Path:
+    with open(path, "wb") as handle:
+        for start in range(0, size, MIB):
+            handle.write(os.urandom(min(MIB, size - start)))
+    return path
+
+
+@contextlib.contextmanager
+def _options(client: NodeClient, values: dict[str, Any]) -> Iterator[None]:
+    before = {key: client.ok("config_get", key=key)["value"] for key in values}
+    for key, value in values.items():
+        client.ok("config_set", key=key, value=value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            client.ok("config_set", key=key, value=value)
+
+
+@contextlib.contextmanager
+def _stopped(client: NodeClient, program: str) -> Iterator[None]:
+    supervisor = node.supervisor(client.home)
+    supervisor.call_sync("stopProcess", program, True)
+    try:
+        yield
+    finally:
+        supervisor.call_sync("startProcess", program, True)
+        node.wait_healthy(client.home, 60)
+
+
+@pytest.fixture(scope="module")
+def customer(localnet_nodes, identities) -> NodeClient:
+    client = localnet_nodes.nodes[1]
+    client.ok("config_set", key="services/customer/suppliers-number", value=SUPPLIERS)
+    client.ok("config_set", key="services/employer/replace-offline-after", value=3600)
+    wait_for(lambda: _connected(client), timeout=90, interval=0.5, what="4 suppliers CONNECTED")
+    return client
+
+
+def _upload(client: NodeClient, local: Path, remote: str) -> dict:
+    status, doc = client.call("file_upload_start", local_path=str(local), remote_path=remote, wait_result=True)
+    assert status == 200, doc
+    return doc["result"]
+
+
+def _download(client: NodeClient, remote: str, dest: Path) -> Path:
+    status, doc = client.call("file_download_start", remote_path=remote, destination_path=str(dest),
+                              wait_result=True)
+    assert status == 200, doc
+    return Path(doc["result"]["local_path"])
+
+
+def _versions(client: NodeClient, remote: str) -> dict[str, dict]:
+    return {v["version"]: v for v in client.ok("file_info", remote_path=remote)["versions"]}
+
+
+def _running(client: NodeClient, remote: str) -> dict | None:
+    return next((j for j in client.ok("files_uploads")["running"] if j["remote_path"] == remote), None)
+
+
+def _finished(client: NodeClient, remote: str, uid: str) -> dict | None:
+    version = _versions(client, remote).get(uid)
+    return version if version and version["state"] != "uploading" else None
+
+
+def test_files_sync_during_an_upload_keeps_its_fragments(customer, identities, tmp_path):
+    remote = f"{_master(identities, customer.name)}:redundancy/syncing"
+    source = _random_file(tmp_path / "syncing", 24 * MIB)
+    # Small blocks one at a time: the upload runs for seconds, files_sync runs inside it.
+    with _options(customer, {"services/backups/block-size": 64 * KIB, "services/backups/upload-window": 1}):
+        status, doc = customer.call("file_upload_start", local_path=str(source), remote_path=remote)
+        assert status == 200, doc
+        uid = doc["result"]["version"]
+        wait_for(lambda: (_running(customer, remote) or {}).get("block_number", 0) >= 8, timeout=30,
+                 interval=0.05, what="the first blocks of the upload stored")
+        customer.ok("files_sync")
+        assert _running(customer, remote), "the upload ended before files_sync did: nothing was shown"
+        version = wait_for(lambda: _finished(customer, remote, uid), timeout=180, interval=0.3,
+                           what="the upload finished")
+    assert version["state"] == "ready", version
+    assert sha256_file(_download(customer, remote, tmp_path / "out")) == sha256_file(source)
+    assert version["reliable"] == "100%" and version["delivered"] == "100%", version
+    assert all(s["fragments"] == version["max_block"] + 1 for s in version["suppliers"]), version
+
+
+def test_a_supplier_away_makes_a_degraded_version_that_is_repaired(net, customer, identities, tmp_path):
+    remote = f"{_master(identities, customer.name)}:redundancy/degraded"
+    first = _random_file(tmp_path / "first", 3 * MIB)
+    second = _random_file(tmp_path / "second", 40 * MIB)
+    with _options(customer, {"services/backups/max-copies": 1}):
+        good = _upload(customer, first, remote)["version"]
+        suppliers = customer.ok("suppliers_list")
+        away = _by_idurl(net, suppliers[3]["idurl"])
+        with _stopped(away, "transport"):
+            result = _upload(customer, second, remote)
+            # Three of four positions acknowledged: readable, but not "any two of the four".
+            assert result["state"] == "degraded", result
+            assert result["versions"][0]["missing_positions"] == [3], result
+            versions = _versions(customer, remote)
+            new = versions[result["version"]]
+            assert new["state"] == "degraded" and new["missing_positions"] == [3], new
+            # max-copies is 1, yet the older good version stays while the new one is degraded.
+            assert versions[good]["state"] == "ready" and versions[good]["reliable"] == "100%", versions
+            assert new["reliable"] == "75%" and new["suppliers"][3]["fragments"] == 0, new
+            assert all(s["fragments"] == new["max_block"] + 1 for s in new["suppliers"][:3]), new
+            assert sha256_file(_download(customer, remote, tmp_path / "degraded")) == sha256_file(second)
+        # The supplier is back: the node sends it the fragments it lacks, the version becomes ready.
+        repaired = wait_for(lambda: (v := _versions(customer, remote).get(result["version"])) and
+                            v["state"] == "ready" and v, timeout=120, interval=0.5, what="the version repaired")
+    assert repaired["reliable"] == "100%" and repaired["missing_positions"] == [], repaired
+    assert good not in _versions(customer, remote)  # now the ready version counts against it
+    # Any two suppliers bring it back, the repaired position among them.
+    stop = [_by_idurl(net, suppliers[i]["idurl"]) for i in (0, 1)]
+    with _stopped(stop[0], "storage"), _stopped(stop[1], "storage"):
+        assert sha256_file(_download(customer, remote, tmp_path / "half")) == sha256_file(second)
+    wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="suppliers CONNECTED again")
+
+
+def test_retention_counts_only_ready_versions(net, customer, identities, tmp_path):
+    remote = f"{_master(identities, customer.name)}:redundancy/kept"
+    first = _random_file(tmp_path / "first", 2 * MIB)
+    with _options(customer, {"services/backups/max-copies": 2}):
+        good = _upload(customer, first, remote)["version"]
+        with _options(customer, {"services/backups/block-size": 64 * KIB, "services/backups/upload-window": 1}):
+            status, doc = customer.call("file_upload_start", local_path=str(_random_file(tmp_path / "cut", 16 * MIB)),
+                                        remote_path=remote)
+            assert status == 200, doc
+            cut = doc["result"]["version"]
+            wait_for(lambda: (_running(customer, remote) or {}).get("block_number", 0) >= 4, timeout=30,
+                     interval=0.05, what="the second upload under way")
+            customer.ok("file_upload_stop", remote_path=remote)
+        assert _versions(customer, remote)[cut]["state"] == "failed"
+        last = _upload(customer, _random_file(tmp_path / "last", 2 * MIB), remote)["version"]
+        versions = _versions(customer, remote)
+    # Two copies kept means two good ones: the failed upload does not push the first out.
+    assert versions[good]["state"] == "ready" and versions[last]["state"] == "ready", versions
+    assert cut not in versions, versions
+    holders = [_by_idurl(net, s["idurl"]) for s in customer.ok("suppliers_list")]
+
+    def fragments(uid: str) -> int:
+        return sum(len(list((c.home.root / "state" / "storage" / "supplier" / "fragments").rglob(f"*.{uid}.*")))
+                   for c in holders)
+
+    wait_for(lambda: fragments(cut) == 0, timeout=60, interval=0.3, what="the failed upload's fragments deleted")
+    assert fragments(good) == SUPPLIERS  # one block, one fragment on each supplier
