@@ -419,7 +419,8 @@ class TransportService(ServiceBase):
         if customers:
             result["customers"] = await self._peers_section("customers_idurls")
         if cache:
-            result["cache"] = {"count": len(self.gateway._keys)}
+            result["cache"] = {"count": len(self.gateway._keys),
+                               "identity": await self._best_effort("identity", "cache_stats")}
         if tcp:
             result["tcp"] = dict(self.tcp.status(), links=[link.info() for link in self.tcp.links()])
         if proxy:
