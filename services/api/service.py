@@ -59,6 +59,15 @@ GRACEFUL_STOP_WAIT = 600.0
 """The longest `process_stop(instant=false)` waits for transfers to finish."""
 
 
+def _resident_bytes(pid: int) -> int:
+    """A program's resident memory (0 when it is not running or /proc cannot say)."""
+    try:
+        with open(f"/proc/{int(pid)}/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") if pid else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _after_response(action: Callable[[], Awaitable[None]]) -> None:
     actions = AFTER_RESPONSE.get()
     if actions is None:
@@ -120,6 +129,8 @@ class ApiService(ServiceBase):
     @endpoint()
     async def process_info(self) -> dict[str, Any]:
         processes = await self.supervisor.processes()
+        for proc in processes:
+            proc["memory"] = _resident_bytes(proc["pid"])
         alive = await self.alive_processes()
         states = await self.service_states(alive)
         return {
