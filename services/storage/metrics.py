@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 from common.metrics import ProcessMetrics, Samples
 
-RESULTS = {"finished": "ready", "failed": "failed"}
+RESULTS = {"finished": "ready", "failed": "failed", "ready": "ready", "degraded": "degraded"}
+"""The `result` label: an event's job state when it is one of these, else what the event says."""
 
 
 class _Roles(Protocol):
@@ -27,6 +28,14 @@ class StorageMetrics:
         self.roles = roles
         self._bytes_seen: dict[tuple[str, str], int] = {}
         metrics.register(self.gauges)
+        # Series that exist from the start, at zero, so a rate over them is defined before the first event.
+        metrics.inc("bitdust_fragments_repaired_total", 0)
+        for kind in ("upload", "download", "rebuild"):
+            metrics.inc("bitdust_transfer_bytes_total", 0, kind=kind)
+            metrics.inc("bitdust_transfers_finished_total", 0, kind=kind, result="ready")
+            metrics.inc("bitdust_transfers_finished_total", 0, kind=kind, result="failed")
+        for result in ("ready", "failed"):
+            metrics.inc("bitdust_rebuilds_total", 0, result=result)
 
     def observe(self, event_id: str, data: dict[str, Any]) -> None:
         """Count one storage event."""
@@ -41,7 +50,8 @@ class StorageMetrics:
                 self._bytes_seen[key] = max(done, self._bytes_seen.get(key, 0))
             else:
                 self._bytes_seen.pop(key, None)
-                self.metrics.inc("bitdust_transfers_finished_total", kind=kind, result=RESULTS[what])
+                result = str(data.get("state") or "") if data.get("state") in RESULTS else RESULTS[what]
+                self.metrics.inc("bitdust_transfers_finished_total", kind=kind, result=result)
         elif event_id == "fragment-repaired":
             self.metrics.inc("bitdust_fragments_repaired_total", int(data.get("stored") or 0))
         elif event_id == "rebuild-finished":
