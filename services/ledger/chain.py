@@ -17,6 +17,7 @@ from common.errors import ConflictError, InvalidArgumentError, NodeError
 from common.ledger_engine import WALLET_NAME
 from services.ledger import payload as payload_codec
 from services.ledger import wallet_key
+from services.ledger.book import Record
 from services.ledger.payload import Payload
 from services.ledger.rpc import EngineError
 
@@ -24,6 +25,7 @@ WALLET_LABEL = "bitdust"
 NO_WALLET = -18
 INSUFFICIENT_FUNDS = -4
 MAX_RECENT = 20
+MARKET_OPERATIONS = ("offer", "bid", "accept", "storage")
 
 
 class Engine(Protocol):
@@ -101,20 +103,27 @@ class Chain:
             InvalidArgumentError: `recipient` is not an address of this chain, data too long.
             ConflictError: the wallet cannot pay the amount and the fee (`insufficient_funds`).
         """
-        signed = await self.build(recipient, amount, payload)
+        _, signed = await self.build(recipient, amount, payload)
         return await self.broadcast(signed)
 
-    async def build(self, recipient: str, amount: Decimal, payload: Payload) -> str:
-        """The signed transaction (hex) of one transfer, not broadcast yet."""
+    async def build(self, recipient: str | None, amount: Decimal | None, payload: Payload) -> tuple[str, str]:
+        """(transaction id, signed hex) of one transfer, not broadcast yet.
+
+        Outputs in a fixed order: the payment to `recipient` (none for a bare record), the payload,
+        then the change back to our address.
+        """
         address = self.require_address()
-        if not wallet_key.is_address(recipient):
-            raise InvalidArgumentError(f"{recipient!r} is not a wallet address", reason="invalid_recipient")
-        outputs: list[dict[str, Any]] = [{recipient: amount}]
+        outputs: list[dict[str, Any]] = []
+        if recipient is not None and amount is not None:
+            if not wallet_key.is_address(recipient):
+                raise InvalidArgumentError(f"{recipient!r} is not a wallet address", reason="invalid_recipient")
+            outputs.append({recipient: amount})
         if payload.operation or payload.data:
             outputs.append({"data": payload_codec.encode(payload).hex()})
         raw = await self.engine.call("createrawtransaction", [], outputs)
         try:
-            funded = await self.engine.call("fundrawtransaction", raw, {"changeAddress": address}, wallet=True)
+            funded = await self.engine.call("fundrawtransaction", raw,
+                                            {"changeAddress": address, "changePosition": len(outputs)}, wallet=True)
         except EngineError as err:
             if err.code == INSUFFICIENT_FUNDS or "insufficient" in err.message.lower():
                 raise ConflictError("Cannot afford to pay fees", reason="insufficient_funds") from None
@@ -122,7 +131,8 @@ class Chain:
         signed = await self.engine.call("signrawtransactionwithwallet", funded["hex"], wallet=True)
         if not signed.get("complete"):
             raise NodeError("the wallet could not sign the transaction", reason="signing_failed")
-        return str(signed["hex"])
+        decoded = await self.engine.call("decoderawtransaction", signed["hex"])
+        return str(decoded["txid"]), str(signed["hex"])
 
     async def broadcast(self, signed_hex: str) -> str:
         return str(await self.engine.call("sendrawtransaction", signed_hex))
@@ -211,3 +221,37 @@ class Chain:
             "miner": {"address": self.address if self.address in foundation else None, "name": "regtest",
                       "connected_mining_pool": False, "foundation": self.address in foundation},
         }
+
+    async def record_of(self, tx: dict[str, Any], seen: float) -> Record | None:
+        """The market record a decoded transaction carries, or None when it carries none."""
+        found: Payload | None = None
+        for out in tx.get("vout", []):
+            raw = payload_codec.from_script(str((out.get("scriptPubKey") or {}).get("hex", "")))
+            if raw is not None:
+                found = payload_codec.decode(raw)
+        if found is None or found.operation not in MARKET_OPERATIONS:
+            return None
+        recipient, amount = "", Decimal(0)
+        first = (tx.get("vout") or [{}])[0]
+        addresses = (first.get("scriptPubKey") or {}).get("addresses") or []
+        if addresses:
+            recipient, amount = str(addresses[0]), Decimal(str(first.get("value", 0)))
+        return Record(str(tx["txid"]), found.operation, await self._sender(tx), recipient, amount, found.data, seen)
+
+    async def block(self, height: int) -> tuple[list[dict[str, Any]], float]:
+        """The decoded transactions of the block at `height`, and its time."""
+        block_hash = await self.engine.call("getblockhash", height)
+        block = await self.engine.call("getblock", block_hash, 2)
+        return list(block.get("tx", [])), float(block.get("time", time.time()))
+
+    async def pool(self, skip: set[str]) -> list[dict[str, Any]]:
+        """Decoded transactions waiting in the pool, but those in `skip`."""
+        found = []
+        for txid in await self.engine.call("getrawmempool"):
+            if txid in skip:
+                continue
+            try:
+                found.append(await self.engine.call("getrawtransaction", txid, True))
+            except EngineError:
+                continue  # mined or dropped meanwhile: the block scan sees it
+        return found

@@ -21,13 +21,16 @@ from common.errors import InvalidArgumentError, NodeError, NotFoundError, Unavai
 from common.process import ProcessContext, ServiceBase
 from services.ledger import wallet_key
 from services.ledger.amounts import parse_amount
+from services.ledger.billing import Billing
 from services.ledger.chain import MAX_RECENT, Chain
+from services.ledger.errors import ForbiddenError
 from services.ledger.payload import Payload
 from services.ledger.rpc import EngineError, EngineRpc
+from services.ledger.store import LedgerStore
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.5
 """How often the wallet is asked what it received (and a foundation miner whether its pool waits)."""
 SEED_CHECK_SECONDS = 10.0
 WALLET_PURPOSE = "ledger-wallet"
@@ -35,11 +38,6 @@ RECEIVED_EVENT = "blockchain-transaction-received"
 SERVICES = ("service_bismuth_node", "service_bismuth_wallet", "service_bismuth_blockchain")
 ENABLED_OPTION = "services/bismuth-blockchain/enabled"
 ALREADY_ADDED = -23
-
-
-class ForbiddenError(NodeError):
-    status = 403
-    reason = "forbidden"
 
 
 class LedgerService(ServiceBase):
@@ -51,6 +49,8 @@ class LedgerService(ServiceBase):
         self.rpc = EngineRpc(lambda: int(ctx.config.get(ledger_engine.RPC_PORT_OPTION)),
                              ledger_engine.cookie_file(ctx.home), ledger_engine.WALLET_NAME)
         self.chain = Chain(self.rpc)
+        self.store = LedgerStore(ctx.home.state("ledger") / "ledger.sqlite")
+        self.billing = Billing(self.chain, self.store)
         self.state = {"node": "OFF", "wallet": "OFF", "blockchain": "OFF"}
         self.reason = "starting" if self.binary else "litecoind is not installed (scripts/setup.sh installs it)"
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_RECENT)
@@ -68,6 +68,7 @@ class LedgerService(ServiceBase):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self.store.close()
 
     # ---- the background task ------------------------------------------------------------------
 
@@ -107,6 +108,13 @@ class LedgerService(ServiceBase):
             await self._connect_seeds()
             self._seeds_checked = time.monotonic()
         await self._follow_received()
+        if self.chain.address is not None:
+            for what, record in await self.billing.scan():
+                await self.ctx.bus.publish_event(f"billing-{what}-seen", {"id": record.txid, "sender": record.sender})
+            for contract_id, period, txid in await self.billing.pay_due():
+                log.info("paid period %d of contract %s: %s", period, contract_id, txid)
+                await self.ctx.bus.publish_event("billing-period-paid", {
+                    "contract_id": contract_id, "period": period, "transaction_id": txid})
         if self.chain.address in self.foundation() and self.ctx.config.get("services/bismuth-node/auto-produce"):
             if await self.chain.pool_size() > 0:
                 await self.chain.produce(1)
@@ -249,3 +257,34 @@ class LedgerService(ServiceBase):
                                  reason="not_foundation_miner")
         hashes = await self.chain.produce(1)
         return {"block_hash": hashes[0], "blocks": int(await self.rpc.call("getblockcount"))}
+
+    # ---- billing_* ----------------------------------------------------------------------------
+
+    @endpoint()
+    async def billing_info(self) -> dict[str, Any]:
+        self.require_engine()
+        self.chain.require_address()
+        return self.billing.info()
+
+    @endpoint()
+    async def billing_offers_list(self, supplier: Any = None, include_expired: bool = False) -> list[dict[str, Any]]:
+        self.require_engine()
+        address = await self.resolve_recipient(supplier) if supplier else None
+        return self.billing.offers_list(address, bool(include_expired))
+
+    @endpoint()
+    async def billing_offer_create(self, space_gb: Any, price: Any, duration_hours: Any,
+                                   expires_hours: Any = 24.0) -> dict[str, Any]:
+        self.require_engine()
+        return await self.billing.offer_create(space_gb, price, duration_hours, expires_hours)
+
+    @endpoint()
+    async def billing_bid_create(self, offer_id: Any, space_gb: Any, duration_hours: Any,
+                                 periods: Any = 0) -> dict[str, Any]:
+        self.require_engine()
+        return await self.billing.bid_create(offer_id, space_gb, duration_hours, periods)
+
+    @endpoint()
+    async def billing_bid_accept(self, bid_id: Any) -> dict[str, Any]:
+        self.require_engine()
+        return await self.billing.bid_accept(bid_id)
