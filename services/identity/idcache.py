@@ -15,7 +15,7 @@ sources never becomes Alice here, and never makes Alice's own document a key con
 
 At most `MAX_CACHED` documents are kept, the least recently fetched go first (peers can mint
 identities), except those under a pinned IDURL: peers this node has contracts or friendships
-with, named by the other processes through `identity.pin`. Pins are few (`MAX_PINNED`).
+with (`peer_pins` keeps the groups current). Pins are few (`MAX_PINNED`).
 
 On disk: `<global id>.json` per document, `{"xml": the signed document, "sources": the confirmed
 sources}`, written atomically, so what was confirmed survives a restart with the document; pins in
@@ -54,10 +54,6 @@ class UnconfirmedError(DocumentError):
     """A document whose primary IDURL does not serve the same key: it names someone it is not."""
 
 
-class PinLimitError(Exception):
-    """More pinned IDURLs than `MAX_PINNED`."""
-
-
 class IdentityCache:
     """Verified identity documents by IDURL (every confirmed source of a document, plus followed IDURLs)."""
 
@@ -67,7 +63,7 @@ class IdentityCache:
         self._confirmed: dict[str, tuple[str, ...]] = {}
         self._by_idurl: dict[str, str] = {}
         self._fetched: dict[str, float] = {}
-        self._pins: set[str] = set()
+        self._pins: dict[str, set[str]] = {}
         self.unconfirmed_sources = 0
         """Sources ignored since start because their own server did not confirm the key."""
 
@@ -92,10 +88,10 @@ class IdentityCache:
                 path.unlink(missing_ok=True)
         try:
             pins = json.loads((self.root / PINS_FILE).read_bytes())
-            self._pins = {str(p) for p in pins}
+            self._pins = {str(group): {str(p) for p in idurls} for group, idurls in pins.items()}
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             log.warning("pinned identities unreadable, starting without: %s", exc)
 
     def get(self, idurl: str) -> IdentityDocument | None:
@@ -113,7 +109,7 @@ class IdentityCache:
         return [self._view(primary) for primary in self._docs]
 
     def stats(self) -> dict[str, Any]:
-        return {"cached": len(self._docs), "max_cached": MAX_CACHED, "pinned": len(self._pins),
+        return {"cached": len(self._docs), "max_cached": MAX_CACHED, "pinned": len(self._pinned_idurls()),
                 "unconfirmed_sources": self.unconfirmed_sources}
 
     def unconfirmed(self, doc: IdentityDocument, served: Iterable[str]) -> list[str]:
@@ -171,24 +167,29 @@ class IdentityCache:
 
     # ---- pins ------------------------------------------------------------------------------
 
-    def pin(self, idurl: str, pinned: bool = True) -> bool:
-        """Keep (or stop keeping) the document of `idurl` out of eviction; True if that changed.
-
-        Raises `PinLimitError` past `MAX_PINNED` pins.
-        """
-        if pinned == (idurl in self._pins):
+    def set_pins(self, group: str, idurls: Iterable[str]) -> bool:
+        """Keep the documents of `idurls` out of eviction, as the whole of `group` (`suppliers`,
+        `customers`, `friends`); True if the pins changed. Past `MAX_PINNED` pins in all, the
+        rest of the group is left out and logged."""
+        wanted = sorted(set(idurls))
+        room = MAX_PINNED - sum(len(p) for g, p in self._pins.items() if g != group)
+        if len(wanted) > room:
+            log.warning("%d %s not pinned: at most %d identities are pinned", len(wanted) - room, group, MAX_PINNED)
+            wanted = wanted[: max(0, room)]
+        if set(wanted) == self._pins.get(group, set()):
             return False
-        if pinned and len(self._pins) >= MAX_PINNED:
-            raise PinLimitError(f"at most {MAX_PINNED} identities can be pinned")
-        if pinned:
-            self._pins.add(idurl)
+        if wanted:
+            self._pins[group] = set(wanted)
         else:
-            self._pins.discard(idurl)
-        atomic_write(self.root / PINS_FILE, json.dumps(sorted(self._pins)))
+            self._pins.pop(group, None)
+        atomic_write(self.root / PINS_FILE, json.dumps({g: sorted(p) for g, p in sorted(self._pins.items())}))
         return True
 
     def pinned(self, idurl: str) -> bool:
-        return idurl in self._pins
+        return any(idurl in pins for pins in self._pins.values())
+
+    def _pinned_idurls(self) -> set[str]:
+        return set().union(*self._pins.values())
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -209,7 +210,7 @@ class IdentityCache:
         excess = len(self._docs) - MAX_CACHED
         if excess <= 0:
             return
-        protected = {keep} | {self._by_idurl[p] for p in self._pins if p in self._by_idurl}
+        protected = {keep} | {self._by_idurl[p] for p in self._pinned_idurls() if p in self._by_idurl}
         for _ in range(excess):
             # One out per document put, so a linear search beats sorting the whole cache each time.
             candidates = [p for p in self._docs if p not in protected]

@@ -26,7 +26,8 @@ from common.values import as_bool
 from common import ids
 from services.identity import document
 from services.identity.document import DocumentError, IdentityDocument
-from services.identity.idcache import CacheConflictError, IdentityCache, PinLimitError, UnconfirmedError
+from services.identity import peer_pins
+from services.identity.idcache import CacheConflictError, IdentityCache, UnconfirmedError
 from services.identity.idclient import IdServerClient
 from services.identity.idstore import IdServerStore
 from services.identity.keyring import Keyring
@@ -96,6 +97,7 @@ class IdentityService(KeysEndpoints):
             self._publish_nickname(self.doc)
         self.ctx.bus.spawn(self._first_takeover_check())
         self.ctx.bus.spawn(self._watch_takeover())
+        self.ctx.bus.spawn(self._watch_pins())
 
     async def _first_takeover_check(self) -> None:
         try:
@@ -103,6 +105,13 @@ class IdentityService(KeysEndpoints):
             await self.refresh_contacts()
         except NodeError as exc:
             log.info("identity check failed: %s", exc)
+
+    async def _watch_pins(self) -> None:
+        """Keep the peers we have contracts or friendships with out of the cache's eviction."""
+        await asyncio.sleep(peer_pins.FIRST_REFRESH_DELAY)
+        while True:
+            await peer_pins.refresh(self.cache, self.ctx.bus)
+            await asyncio.sleep(peer_pins.REFRESH_INTERVAL)
 
     async def stop(self) -> None:
         await self.unsubscribe_packets()
@@ -259,24 +268,10 @@ class IdentityService(KeysEndpoints):
         """Any node's verified identity, cached; raises `NotFoundError` (`identity_not_found`)."""
         return (await self.fetch_document(idurl, refresh=as_bool(refresh, "refresh"))).summary()
 
-    @endpoint("pin", internal=True)
-    async def pin(self, idurl: str, pinned: bool = True) -> dict[str, Any]:
-        """Keep the identity of `idurl` out of the cache's eviction (a peer we have a contract or a
-        friendship with), or stop keeping it; 409 `too_many_pins` past `idcache.MAX_PINNED`."""
-        try:
-            user = ids.to_idurl(idurl)
-        except InvalidArgumentError:
-            raise InvalidArgumentError(f"not an IDURL or a global id: {idurl!r}", reason="invalid_user_id") from None
-        keep = as_bool(pinned, "pinned")
-        try:
-            changed = self.cache.pin(user.url, keep)
-        except PinLimitError as exc:
-            raise ConflictError(str(exc), reason="too_many_pins") from None
-        return {"idurl": user.url, "pinned": keep, "changed": changed}
-
     @endpoint("cache_stats", internal=True)
     async def cache_stats(self) -> dict[str, Any]:
-        """Identities cached and pinned, and sources ignored because their servers did not confirm them."""
+        """Identities cached and pinned (contracts, friends), and sources ignored because their own
+        servers did not confirm them (see `idcache`)."""
         return self.cache.stats()
 
     @endpoint("sign", internal=True)

@@ -133,7 +133,7 @@ def test_pinned_identities_survive_a_flood_of_minted_ones(tmp_path, keys, monkey
     cache.load()
     friend = _doc(keys[0], source="http://127.0.0.1:8084/friend.xml")
     cache.put(friend)
-    assert cache.pin(friend.idurl) is True and cache.pin(friend.idurl) is False
+    assert cache.set_pins("friends", [friend.idurl]) is True and cache.set_pins("friends", [friend.idurl]) is False
     for i in range(60):
         cache.put(_doc(keys[1], source=f"http://127.0.0.1:6666/mint{i}.xml"))
     assert cache.get(friend.idurl) == friend
@@ -145,6 +145,6 @@ def test_pinned_identities_survive_a_flood_of_minted_ones(tmp_path, keys, monkey
         again.put(_doc(keys[1], source=f"http://127.0.0.1:6666/mint{i}.xml"))
     assert again.get(friend.idurl) == friend
     # Unpinned, it is the least recently fetched: the next document pushes it out.
-    again.pin(friend.idurl, False)
+    again.set_pins("friends", [])
     again.put(_doc(keys[1], source="http://127.0.0.1:6666/last.xml"))
     assert again.get(friend.idurl) is None
