@@ -45,7 +45,7 @@ async def collect(ctx: ProcessContext) -> dict[str, dict[str, Any] | None]:
 
 def render(snapshots: dict[str, dict[str, Any] | None], bus_up: bool) -> tuple[bytes, str]:
     """The exposition text of `snapshots` and its content type."""
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
     families = {spec.name: _family(spec) for spec in CATALOG}
 
@@ -75,7 +75,8 @@ def render(snapshots: dict[str, dict[str, Any] | None], bus_up: bool) -> tuple[b
                 continue
             for labels, value in items:
                 add(name, labels, value)
-    return generate_latest(_Registry(list(families.values()))), CONTENT_TYPE_LATEST
+    # Text format 0.0.4: every Prometheus reads it (names here are plain ASCII, so 1.0.0 adds nothing).
+    return generate_latest(_Registry(list(families.values()))), CONTENT_TYPE_PLAIN_0_0_4
 
 
 def _family(spec: Spec) -> Any:
