@@ -18,7 +18,7 @@ from common.endpoint import endpoint
 from common.errors import NodeError, NotFoundError, UnavailableError
 from common.home import NodeHome
 from common.process import ProcessContext, ServiceBase
-from services.dht import records
+from services.dht import members, records
 from services.dht.service import DhtService
 from tests.helpers import await_for, connect, free_port, nats_server, running_service
 
@@ -56,6 +56,8 @@ class Node:
         self.dht_stack: contextlib.AsyncExitStack | None = None
         self.service: DhtService | None = None
         self.client: Bus | None = None
+        self.registry: dict[str, str] = {}
+        """The identity directory the fake identity services share (what identity servers serve)."""
 
     async def start_dht(self) -> DhtService:
         self.dht_stack = contextlib.AsyncExitStack()
@@ -88,6 +90,7 @@ async def dht_network(tmp_path: Path, count: int) -> AsyncIterator[list[Node]]:
             config.set("services/entangled-dht/known-nodes", f"127.0.0.1:{seed_port}")
             config.set("services/supplier/enabled", i == 1)
             node = Node(home, f"node{i}", stack)
+            node.registry = registry
             await stack.enter_async_context(
                 running_service(home, "identity", lambda ctx, n=i: FakeIdentityService(ctx, f"node{n}", registry)))
             node.client = await connect(home)
@@ -306,3 +309,64 @@ async def _held(store: Any, dkey: bytes) -> str | None:
 
 async def _is(found: Any, wanted: Any) -> bool:
     return bool(await found == wanted)
+
+
+async def _pinged_back(storer: Node, member: Node) -> bool:
+    # A storing node pings an announcing member back; before the fix there was no such thing.
+    # (vars(): rpcudp turns a missing attribute into a remote call.)
+    assert storer.service is not None and member.service is not None
+    standing = vars(storer.service.node.protocol).get("standing")
+    return standing is None or standing.answered_at(member.service.node.dht_id) is not None
+
+
+async def _bucket_holds(storer: Node, layer_id: int, idurl: str) -> bool:
+    assert storer.service is not None
+    held = storer.service.node.store.envelope(members.bucket_dkey(layer_id, members.bucket_of(idurl)))
+    return held is not None and idurl in {e["idurl"] for e in members.entries(held)}
+
+
+async def test_a_flood_of_minted_members_leaves_the_announced_supplier_in_place(tmp_path: Path):
+    """node2 mints 40 identities (its identity server serves them all with its own key) in the bucket
+    of the supplier node1, stamps them as far ahead as storing nodes allow, and stores them at the
+    seed and at node1, the nodes that hold that bucket."""
+    async with dht_network(tmp_path, 3) as nodes:
+        seed, supplier, attacker = nodes
+        supplier_idurl = "http://127.0.0.1:8084/node1.xml"
+        for storer in (seed, supplier):
+            await await_for(lambda s=storer: _bucket_holds(s, 3, supplier_idurl), timeout=15,
+                            what="the supplier announced")
+        await await_for(lambda: _pinged_back(seed, supplier), timeout=10, what="the seed pinged node1 back")
+        assert attacker.service is not None and attacker.service.node.address is not None
+        bucket = members.bucket_of(supplier_idurl)
+        fresh_names = (f"http://evil.example:8084/m{i}.xml" for i in range(10_000))
+        minted = [u for u in fresh_names if members.bucket_of(u) == bucket][:40]
+        attacker_identity = "http://127.0.0.1:8084/node2.xml"
+        registry = attacker.registry
+        ahead = int(time.time()) + records.MAX_CLOCK_SKEW - 10
+        flood = []
+        for idurl in minted:
+            registry[idurl] = registry[attacker_identity]
+            entry = members.new_entry(idurl, attacker.service.node.dht_id,
+                                      f"127.0.0.1:{attacker.service.node.address[1]}", ahead, members.MAX_MEMBER_TTL)
+            signed = await attacker.client.call_internal("identity", "sign",
+                                                         data=crypto.b64(members.signed_bytes(3, entry)))
+            entry["signature"] = signed["signature"]
+            flood.append(entry)
+        protocol = attacker.service.node.protocol
+        dkey = members.bucket_dkey(3, bucket)
+        for storer in (seed, supplier):
+            assert storer.service is not None
+            peer = DhtPeer(storer.service.node.node.id, *storer.service.node.address)
+            for start in range(0, len(flood), members.MAX_STORE_CHECKS):
+                env = records.make_envelope(3, records.LAYER_MEMBERS, members.bucket_key(bucket),
+                                            {"members": flood[start:start + members.MAX_STORE_CHECKS]},
+                                            time.time() + 300, attacker.service.node.dht_id)
+                ok, accepted = await protocol.call_store(peer, dkey, records.canonical(env))
+                assert ok and accepted is True
+            held = storer.service.node.store.envelope(dkey)
+            assert held is not None
+            kept = {e["idurl"] for e in members.entries(held)}
+            assert len(kept & set(minted)) >= 5  # the flood was taken in: the bucket is full
+            assert supplier_idurl in kept, f"the supplier was pushed out at {storer.name}"
+        assert supplier_idurl in (await seed.call("dht_user_random", layer_id=3, count=50))
+
