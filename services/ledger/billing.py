@@ -134,7 +134,8 @@ class Billing:
             "address": me,
             "offers": [o.to_dict(now) for o in self.book.offers.values() if o.supplier == me],
             "bids": [b.to_dict() for b in self.book.bids.values() if me in (b.customer, b.supplier)],
-            "contracts": [c.to_dict(self.book.paid_periods(c.contract_id), now) for c in contracts],
+            "contracts": [dict(c.to_dict(self.book.paid_periods(c.contract_id), now),
+                               payments_seen=self.book.payments_seen.get(c.contract_id, 0)) for c in contracts],
             "earned": float(earned), "spent": float(spent), "debt": float(debt),
         }
 

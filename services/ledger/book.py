@@ -35,6 +35,8 @@ class Book:
         self.bids: dict[str, Bid] = {}
         self.contracts: dict[str, Contract] = {}
         self.paid: dict[str, dict[int, str]] = {}
+        self.payments_seen: dict[str, int] = {}
+        """Every valid payment seen per contract, a second one for a period included (it would be a double payment)."""
         self.known: set[str] = set()
 
     def apply(self, record: Record) -> str | None:
@@ -62,6 +64,8 @@ class Book:
             contract_id = _contract_id(record.data)
             contract = self.contracts.get(contract_id)
             period = market.payment_of(contract, record.sender, record.recipient, record.amount, record.data)
+            if period is not None:
+                self.payments_seen[contract_id] = self.payments_seen.get(contract_id, 0) + 1
             if period is not None and period not in self.paid.get(contract_id, {}):
                 self.paid.setdefault(contract_id, {})[period] = record.txid
                 return "payment"
