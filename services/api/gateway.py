@@ -166,6 +166,10 @@ class Gateway:
         method = request.get(METHOD_KEY) or ("unknown" if request.app.get(REST_KEY) else "websocket")
         self.ctx.metrics.inc("bitdust_api_requests_total", method=method, status=str(status))
 
+    def _count_call(self, method: str, response: dict[str, Any]) -> None:
+        """The same for one WebSocket `api_call` (its envelope carries the status as `code`)."""
+        self.ctx.metrics.inc("bitdust_api_requests_total", method=method, status=str(response.get("code", 200)))
+
     def _rest_status(self, status: int) -> int:
         """The HTTP status of a REST envelope: always 200 under the legacy option."""
         # Read per request, so a `config_set` or a `config-changed` reload takes effect at once.
@@ -279,6 +283,7 @@ class Gateway:
     async def _ws_message(self, sock: web.WebSocketResponse, text: str) -> None:
         began = time.perf_counter()
         call_id: Any = None
+        counted = "unknown"
         try:
             try:
                 message = codec.loads(text)
@@ -293,6 +298,7 @@ class Gateway:
             method = self.registry.get(name) if isinstance(name, str) else None
             if method is None:
                 raise NotFoundError(f"no API method {name}", reason="method_not_found")
+            counted = method.name
             raw = message.get("kwargs") or {}
             if not isinstance(raw, dict):
                 raise InvalidArgumentError("kwargs must be a JSON object")
@@ -302,14 +308,16 @@ class Gateway:
             else:
                 doc, actions = await self.call_collecting(method, kwargs)
                 response = self._ws_envelope(doc, began)
+                self._count_call(counted, response)
                 await self._ws_send(sock, {"type": "api_call", "payload": {"call_id": call_id, "response": response}})
                 for action in actions:
                     asyncio.ensure_future(action())
                 return
         except NodeError as err:
             doc = err.to_wire()
-        await self._ws_send(sock, {"type": "api_call",
-                                   "payload": {"call_id": call_id, "response": self._ws_envelope(doc, began)}})
+        response = self._ws_envelope(doc, began)
+        self._count_call(counted, response)
+        await self._ws_send(sock, {"type": "api_call", "payload": {"call_id": call_id, "response": response}})
 
     @staticmethod
     def _ws_envelope(doc: dict[str, Any], began: float) -> dict[str, Any]:

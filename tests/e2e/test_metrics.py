@@ -145,3 +145,28 @@ def test_a_program_that_is_down_shows_up_0_and_the_scrape_answers(net):
         supervisor.call_sync("startProcess", "messaging", True)
     wait_for(lambda: node.healthy(client.home), timeout=60, interval=0.2, what="messaging back")
     assert value(scrape(client), "bitdust_program_up", program="messaging") == 1
+
+
+def test_websocket_calls_are_counted_by_method_and_status(net):
+    import asyncio
+
+    import aiohttp
+
+    client = net.nodes[0]
+    before = scrape(client)
+
+    async def calls() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(client.ws_url + f"?api_secret={client.secret}") as sock:
+                for call_id, method in enumerate(("process_health", "file_info")):
+                    await sock.send_json({"command": "api_call", "method": method, "call_id": call_id,
+                                          "kwargs": {"remote_path": "master$nobody@nowhere_1:none"}
+                                          if method == "file_info" else {}})
+                    while (await sock.receive_json(timeout=30)).get("type") != "api_call":
+                        pass
+
+    asyncio.run(calls())
+    after = scrape(client)
+    for method, status in (("process_health", "200"), ("file_info", "404")):
+        assert value(after, "bitdust_api_requests_total", method=method, status=status) \
+            - value(before, "bitdust_api_requests_total", method=method, status=status) == 1, (method, status)
