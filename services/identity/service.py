@@ -1,23 +1,22 @@
 """The identity process's bus endpoints: the node's identity, the keyring agent, the ID server.
 
-Identity API methods and the internal verbs other processes call (`identity.sign`,
-`identity.fetch`, …) live here; the key API methods and the `Key`/`AuditKey` packet handlers are
-in `keys_endpoints.py`. Domain rules are in the pure modules (`document`, `keyring`, `idcache`,
-`idstore`, `keyshare`); this module decodes, orchestrates, encodes and emits events.
+Identity API methods, the identity's life (create, recover, rotate, erase, takeover checks, new
+contacts) and the `identity.fetch` / `my_identity` verbs live here; the cryptographic verbs
+(`identity.sign`, `seal`, …) in `crypto_endpoints.py`; the key API methods and the
+`Key`/`AuditKey` packet handlers in `keys_endpoints.py`. Other nodes' identities are fetched and
+confirmed by `peer_identities`, our contacts and identity servers found by `addresses`, pinned
+peers kept current by `peer_pins`; domain rules are in the pure modules (`document`, `keyring`,
+`idcache`, `idstore`, `keyshare`). This module decodes, orchestrates, encodes and emits events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
-import hmac
 import logging
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common import crypto, network_config
+from common import crypto
 from common.endpoint import Reply, endpoint
 from common.errors import ConflictError, InvalidArgumentError, NodeError, NotFoundError
 from common.fsutil import atomic_write
@@ -27,12 +26,14 @@ from common import ids
 from services.identity import document
 from services.identity.document import DocumentError, IdentityDocument
 from services.identity import peer_pins
-from services.identity.idcache import CacheConflictError, IdentityCache, UnconfirmedError
+from services.identity.addresses import Addresses
+from services.identity.crypto_endpoints import CryptoEndpoints
+from services.identity.idcache import IdentityCache
 from services.identity.idclient import IdServerClient
 from services.identity.idstore import IdServerStore
 from services.identity.keyring import Keyring
-from services.identity.keys_endpoints import KeysEndpoints
 from services.identity.local_identity import LocalIdentity
+from services.identity.peer_identities import PeerIdentities
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -41,15 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHE_TTL = 600.0
-"""Seconds a cached identity of another node is used before it is fetched again."""
 NICKNAME_ATTEMPTS = 5
 NICKNAME_FIRST_DELAY = 1.0
 IDSERVER_OPTIONS = "services/identity-server/"
-ANY_ADDRESS = ("0.0.0.0", "::", "*")
-STUN_TIMEOUT = 5.0
-RELAY_ASK_TIMEOUT = 2.0
-"""The transport answers at once; it may be down (restarting), and then the direct address is used."""
 CONTACT_OPTIONS = ("services/tcp-connections/", "services/network/selected", "services/entangled-dht/known-nodes")
 TAKEOVER_CHECK_INTERVAL = 120.0
 """Seconds between checks that no other node took our identity over (a nudge checks at once)."""
@@ -57,13 +52,9 @@ TAKEOVER_MIN_INTERVAL = 5.0
 """A nudge from outside costs at most one look at our identity servers per this many seconds."""
 AUTO_ROTATE_AFTER = 3
 """Consecutive failed looks at our primary identity server before an automatic rotation."""
-DERIVED_PURPOSES = ("ledger-wallet",)
-"""What `derive_secret` derives secrets for: each purpose its own, none other."""
-INLINE_SEAL_LIMIT = 64 * 1024
-"""Bytes `seal` encrypts on the event loop (tens of µs); larger messages go to a thread."""
 
 
-class IdentityService(KeysEndpoints):
+class IdentityService(CryptoEndpoints):
     """The identity process: owns the private keys, the identity, the cache and the ID server."""
 
     def __init__(self, ctx: ProcessContext, client: IdServerClient | None = None):
@@ -76,7 +67,8 @@ class IdentityService(KeysEndpoints):
         self.client = client or IdServerClient()
         self.doc: IdentityDocument | None = None
         self.idserver: IdServer | None = None
-        self._inflight: dict[str, asyncio.Future[IdentityDocument]] = {}
+        self.peers = PeerIdentities(self.cache, self.client)
+        self.addresses = Addresses(ctx.bus, ctx.config, ctx.home.networks_dir)
         # create/recover/rotate/erase change the identity: one at a time.
         self._identity_lock = asyncio.Lock()
         self._takeover_checked = float("-inf")
@@ -178,83 +170,17 @@ class IdentityService(KeysEndpoints):
         return self.keyring.master
 
 
-    def _forget_inflight(self, url: str, _task: object) -> None:
-        self._inflight.pop(url, None)
     async def fetch_document(self, user_id: str, refresh: bool = False) -> IdentityDocument:
-        """The verified identity of a user (IDURL, global id or key id), from cache or its server.
-
-        A cached copy younger than `CACHE_TTL` is used unless `refresh`; an older one is refreshed
-        but still served when its server cannot be reached. Concurrent fetches of one IDURL share
-        a single download.
-        """
+        """The verified identity of a user (IDURL, global id or key id): ours, or another node's
+        from the cache or its server (`PeerIdentities.fetch`); raises `NotFoundError`."""
         try:
             user = ids.to_idurl(user_id)
         except InvalidArgumentError:
             raise NotFoundError(f"identity {user_id!r} was not found: not an IDURL or a global id",
                                 reason="identity_not_found") from None
-        url = user.url
-        if self.doc is not None and url in self.doc.sources:
+        if self.doc is not None and user.url in self.doc.sources:
             return self.doc
-        cached = self.cache.get(url)
-        if cached is not None and not refresh and self.cache.age(url) < CACHE_TTL:
-            return cached
-        task = self._inflight.get(url)
-        if task is None:
-            task = asyncio.ensure_future(self._download_and_cache(url, user.name))
-            self._inflight[url] = task
-            task.add_done_callback(functools.partial(self._forget_inflight, url))
-        try:
-            return await asyncio.shield(task)
-        except NotFoundError:
-            if cached is not None and not refresh:
-                log.info("identity server of %s unreachable, serving the cached copy", url)
-                return cached
-            raise
-
-    async def _download_and_cache(self, url: str, name: str) -> IdentityDocument:
-        """Fetch `url`, confirm the other sources the document claims, cache what is confirmed.
-
-        Anyone can list anyone's IDURL among its sources: one counts only when its own server serves
-        a document with the same key (or the cache holds that key for it already), see `idcache`.
-        """
-        doc = await self._download_verified(url)
-        served = {url}
-        if url not in doc.sources:
-            if doc.name != name:
-                raise NotFoundError(f"{url} serves the identity of another name", reason="identity_not_found")
-            # The node moved to another server and told the old one: follow it once.
-            try:
-                newer = await self._download_verified(doc.idurl)
-                if newer.publickey == doc.publickey and newer.revision >= doc.revision:
-                    doc = newer
-                    served.add(newer.idurl)
-            except NotFoundError:
-                pass
-        unconfirmed = self.cache.unconfirmed(doc, served)
-        if unconfirmed:
-            served |= await self._serving_key(unconfirmed, doc.publickey)
-        try:
-            return self.cache.put(doc, requested=url, served=served)
-        except (CacheConflictError, UnconfirmedError) as exc:
-            raise NotFoundError(str(exc), reason="identity_not_found") from None
-
-    async def _serving_key(self, idurls: list[str], publickey: str) -> set[str]:
-        """Those of `idurls` whose own identity server serves a valid document signed by `publickey`."""
-        async def serves(idurl: str) -> bool:
-            try:
-                return (await self._download_verified(idurl)).publickey == publickey
-            except NodeError:
-                return False
-
-        answers = await asyncio.gather(*(serves(idurl) for idurl in idurls))
-        return {idurl for idurl, same in zip(idurls, answers, strict=True) if same}
-
-    async def _download_verified(self, url: str) -> IdentityDocument:
-        raw = await self.client.download(url)
-        try:
-            return document.parse_verified(raw)
-        except DocumentError as exc:
-            raise NotFoundError(f"identity at {url} cannot be verified: {exc}", reason="identity_not_found") from None
+        return await self.peers.fetch(user.url, user.name, refresh)
 
     # ---- internal verbs --------------------------------------------------------------------
 
@@ -274,88 +200,6 @@ class IdentityService(KeysEndpoints):
         servers did not confirm them (see `idcache`)."""
         return self.cache.stats()
 
-    @endpoint("sign", internal=True)
-    async def sign(self, data: str, key_id: str | None = None) -> dict[str, Any]:
-        """RSA-PSS/SHA-256 signature of base64 `data` by a key held here (the master key by default)."""
-        raw = _unb64(data, "data")
-        record = self.private_record(key_id)
-        assert record.private is not None
-        signature = await asyncio.to_thread(crypto.sign, record.private, raw)
-        return {"signature": crypto.b64(signature), "key_id": record.key_id}
-
-    @endpoint("derive_secret", internal=True)
-    async def derive_secret(self, purpose: str) -> dict[str, Any]:
-        """32 bytes (hex) derived from the master private key for `purpose` (HMAC-SHA256).
-
-        The same identity, recovered anywhere, derives the same bytes: the ledger makes its wallet
-        key from them, so `identity_recover` restores the wallet while the master key stays here.
-        """
-        if purpose not in DERIVED_PURPOSES:
-            raise InvalidArgumentError(f"no secret is derived for {purpose!r}", reason="invalid_argument")
-        record = self.private_record(None)
-        assert record.private is not None
-        secret = record.private.private_numbers().d.to_bytes(512, "big")
-        return {"secret": hmac.new(secret, f"bitdust/{purpose}".encode(), hashlib.sha256).hexdigest()}
-
-    @endpoint("verify", internal=True)
-    async def verify(self, data: str, signature: str, idurl: str) -> bool:
-        """True when `signature` over `data` was made by the master key of `idurl`."""
-        raw = _unb64(data, "data")
-        try:
-            sig = crypto.unb64(signature)
-        except crypto.CryptoError:
-            return False
-        doc = await self.fetch_document(idurl)
-        return await asyncio.to_thread(crypto.verify, doc.public_key(), raw, sig)
-
-    @endpoint("public_key", internal=True)
-    async def public_key(self, key_id: str) -> dict[str, Any]:
-        """The public half of a key we hold or were given, or of another node's master key."""
-        record = await self.public_record(key_id)
-        return {"key_id": record.key_id, "public": record.public_ssh()}
-
-    @endpoint("unwrap", internal=True)
-    async def unwrap(self, key_id: str, data: str) -> dict[str, Any]:
-        """RSA-OAEP unwrap of a session key with a private key held here."""
-        record = self.private_record(key_id)
-        assert record.private is not None
-        try:
-            plain = await asyncio.to_thread(crypto.unwrap_key, record.private, _unb64(data, "data"))
-        except crypto.CryptoError:
-            raise InvalidArgumentError(f"data cannot be unwrapped with {record.key_id}",
-                                       reason="unwrap_failed") from None
-        return {"data": crypto.b64(plain)}
-
-    @endpoint("seal", internal=True)
-    async def seal(self, public_key: str, data: str, aad: str) -> dict[str, Any]:
-        """Base64 `data` sealed for the holder of `public_key` (`crypto.seal`), `aad` bound to it.
-
-        Messages are sealed and opened here, so the messaging process loads no cipher at all.
-        """
-        try:
-            key = crypto.load_public_key(public_key)
-        except crypto.CryptoError:
-            raise InvalidArgumentError("public_key is not a valid RSA public key", reason="invalid_key") from None
-        plain, bound = _unb64(data, "data"), _unb64(aad, "aad")
-        if len(plain) > INLINE_SEAL_LIMIT:
-            wrapped, body = await asyncio.to_thread(crypto.seal, key, plain, bound)
-        else:  # a public-key operation and a short cipher pass: cheaper than the hop to a thread
-            wrapped, body = crypto.seal(key, plain, bound)
-        return {"key": crypto.b64(wrapped), "body": crypto.b64(body)}
-
-    @endpoint("open", internal=True)
-    async def open_sealed(self, key: str, body: str, aad: str, key_id: str | None = None) -> dict[str, Any]:
-        """The plaintext of what `seal` made for a private key held here (the master key by default);
-        400 `undecryptable` when it was made for another key or altered."""
-        record = self.private_record(key_id)
-        assert record.private is not None
-        parts = (_unb64(key, "key"), _unb64(body, "body"), _unb64(aad, "aad"))
-        try:
-            plain = await asyncio.to_thread(crypto.open_sealed, record.private, *parts)
-        except crypto.CryptoError:
-            raise InvalidArgumentError(f"it does not open with {record.key_id}", reason="undecryptable") from None
-        return {"data": crypto.b64(plain)}
-
     # ---- identity API ----------------------------------------------------------------------
 
     @endpoint()
@@ -373,7 +217,7 @@ class IdentityService(KeysEndpoints):
             if self.doc is not None:
                 raise ConflictError("local identity already exist", reason="identity_exists")
             name = ids.check_username(username)
-            servers = self._identity_servers(preferred_servers)
+            servers = self.addresses.identity_servers(preferred_servers)
             key = self.keyring.master
             if key is None:
                 bits = int(self.ctx.config.get("personal/private-key-size"))
@@ -382,7 +226,8 @@ class IdentityService(KeysEndpoints):
                 # that already accepted the name.
                 self.keyring.set_master(key)
             try:
-                doc = document.new_document([ids.server_url(s, name) for s in servers], await self._contacts(), key)
+                contacts = await self.addresses.contacts()
+                doc = document.new_document([ids.server_url(s, name) for s in servers], contacts, key)
             except DocumentError as exc:
                 raise InvalidArgumentError(str(exc)) from None
             for server in servers:
@@ -429,7 +274,7 @@ class IdentityService(KeysEndpoints):
             if found.publickey != crypto.public_key_to_ssh(key.public_key()):
                 raise InvalidArgumentError(f"the private key does not belong to {found.idurl}", reason="key_mismatch")
             try:
-                doc = document.new_document(list(found.sources), await self._contacts(), key,
+                doc = document.new_document(list(found.sources), await self.addresses.contacts(), key,
                                              revision=found.revision + 1)
             except DocumentError as exc:
                 raise InvalidArgumentError(str(exc)) from None
@@ -482,7 +327,7 @@ class IdentityService(KeysEndpoints):
         newest, behind = None, []
         for source in mine.sources:
             try:
-                found = await self._download_verified(source)
+                found = await self.peers.download_verified(source)
             except NotFoundError:
                 if source == mine.idurl:
                     self._primary_failures += 1
@@ -581,7 +426,8 @@ class IdentityService(KeysEndpoints):
             old = self.require_identity()
             key = self.master_key()
             current = [ids.parse_idurl(s).server for s in old.sources]
-            candidates = [s for s in self._preferred_servers() + self._known_servers() if s not in current]
+            known = self.addresses.preferred_servers() + self.addresses.known_servers()
+            candidates = [s for s in known if s not in current]
             if not candidates:
                 raise ConflictError("no other identity server is known to move to", reason="no_identity_server")
             doc, last_error = None, None
@@ -653,45 +499,6 @@ class IdentityService(KeysEndpoints):
             await asyncio.sleep(delay)
             delay *= 2
 
-    async def _contacts(self) -> list[str]:
-        """Where other nodes reach our transport: our relay's `proxy://` contact while the transport
-        keeps one (we are behind NAT), else `tcp://<advertised host>:<tcp port>`."""
-        try:
-            relayed = await self.ctx.bus.call_internal("transport", "relay_contact", timeout=RELAY_ASK_TIMEOUT)
-            if isinstance(relayed, dict) and relayed.get("contact"):
-                return [str(relayed["contact"])]
-        except NodeError as exc:
-            log.debug("no relay contact from the transport: %s", exc.reason)
-        host = await self._advertised_host()
-        port = int(self.ctx.config.get("services/tcp-connections/tcp-port"))
-        return [f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"]
-
-    async def _advertised_host(self) -> str:
-        """The configured external host, else a specific listen address, else the address a DHT peer
-        sees us at (STUN), else the local address that routes to a DHT seed, else loopback."""
-        config = self.ctx.config
-        external = str(config.get("services/tcp-connections/external-host") or "").strip()
-        if external:
-            return external
-        listen = str(config.get("services/tcp-connections/listen-host") or "").strip()
-        if listen and listen not in ANY_ADDRESS:
-            return listen
-        try:
-            seen = await self.ctx.bus.call_internal("dht", "stun", timeout=STUN_TIMEOUT)
-            if seen.get("ip"):
-                return str(seen["ip"])
-        except NodeError as exc:
-            log.info("no DHT peer told us our address: %s", exc.reason)
-        return _route_address(self._seed_hosts()) or "127.0.0.1"
-
-    def _seed_hosts(self) -> list[str]:
-        network = network_config.load_selected(self.ctx.home.networks_dir,
-                                               self.ctx.config.get("services/network/selected"))
-        seeds = list(network.dht_seeds) if network else []
-        extra = str(self.ctx.config.get("services/entangled-dht/known-nodes") or "")
-        seeds += [s.strip() for s in extra.split(",") if s.strip()]
-        return [seed.rpartition(":")[0] or seed for seed in seeds]
-
     @endpoint("refresh_contacts", internal=True)
     async def refresh_contacts_endpoint(self) -> dict[str, Any]:
         """The transport's relay changed: publish our contacts again if they differ."""
@@ -703,7 +510,7 @@ class IdentityService(KeysEndpoints):
         doc = self.doc
         if doc is None or not self._master_matches(doc):
             return False
-        contacts = await self._contacts()
+        contacts = await self.addresses.contacts()
         if list(doc.contacts) == contacts:
             return False
         async with self._identity_lock:
@@ -721,57 +528,6 @@ class IdentityService(KeysEndpoints):
         await self._identity_written(new)
         return True
 
-    def _known_servers(self) -> list[str]:
-        """Identity servers of the selected network, then the `known-servers` option."""
-        found: list[str] = []
-        network = network_config.load_selected(self.ctx.home.networks_dir,
-                                               self.ctx.config.get("services/network/selected"))
-        listed = list(network.identity_servers) if network else []
-        extra = str(self.ctx.config.get("services/identity-propagate/known-servers") or "")
-        listed += [s for s in extra.split(",") if s.strip()]
-        for server in listed:
-            try:
-                normal = ids.normalize_server(server)
-            except InvalidArgumentError:
-                log.warning("ignoring malformed identity server %r", server)
-                continue
-            if normal not in found:
-                found.append(normal)
-        return found
-
-    def _preferred_servers(self) -> list[str]:
-        """`services/identity-propagate/preferred-servers`: where rotation and creation go first."""
-        text = str(self.ctx.config.get("services/identity-propagate/preferred-servers") or "")
-        found = []
-        for server in (s.strip() for s in text.split(",") if s.strip()):
-            try:
-                found.append(ids.normalize_server(server))
-            except InvalidArgumentError:
-                log.warning("ignoring malformed preferred identity server %r", server)
-        return found
-
-    def _identity_servers(self, preferred: Any) -> list[str]:
-        if isinstance(preferred, str):
-            preferred = [s for s in preferred.split(",") if s.strip()]
-        if preferred is not None and not isinstance(preferred, list):
-            raise InvalidArgumentError("preferred_servers must be a list of host:port")
-        servers: list[str] = []
-        for server in preferred or []:
-            normal = ids.normalize_server(server)
-            if normal not in servers:
-                servers.append(normal)
-        servers = servers or list(dict.fromkeys(self._preferred_servers() + self._known_servers()))
-        if not servers:
-            raise InvalidArgumentError("no identity servers known: pass preferred_servers or select a network",
-                                       reason="no_identity_servers")
-        return servers[: document.MAX_SOURCES]
-
-
-def _unb64(text: Any, what: str) -> bytes:
-    try:
-        return crypto.unb64(text)
-    except crypto.CryptoError:
-        raise InvalidArgumentError(f"{what} must be base64") from None
 
 
 def _expand(path: str) -> Path:
@@ -797,17 +553,3 @@ def _read_backup(source: str) -> tuple[str | None, rsa.RSAPrivateKey]:
     except crypto.CryptoError:
         raise InvalidArgumentError("the backup holds no valid private key", reason="invalid_private_key") from None
     return idurl, key
-
-
-def _route_address(hosts: list[str]) -> str | None:
-    """The local address the OS would send from to reach one of `hosts` (no packet is sent)."""
-    for host in hosts:
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                probe.connect((host, 9))
-                address = str(probe.getsockname()[0])
-        except OSError:
-            continue
-        if address and not address.startswith("0."):
-            return address
-    return None

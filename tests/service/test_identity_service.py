@@ -315,7 +315,7 @@ async def test_fetch_shares_downloads_and_falls_back_to_cache(bus_home, tmp_path
                 # Identity server gone and the cached copy is stale: the cached copy is still served...
                 server_side.ctx.config.set("services/identity-server/enabled", False)
                 await server_side.on_config_changed(["services/identity-server/enabled"])
-                monkeypatch.setattr("services.identity.service.CACHE_TTL", 0.0)
+                monkeypatch.setattr("services.identity.peer_identities.CACHE_TTL", 0.0)
                 stale = await other.call_internal("identity", "fetch", idurl=created["idurl"])
                 assert stale["publickey"] == created["publickey"] and len(downloads) == 2
                 # ...but not when the caller insists on a fresh copy.

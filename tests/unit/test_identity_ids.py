@@ -50,7 +50,7 @@ def test_normalize_server():
 
 
 def test_the_route_to_a_seed_names_our_address():
-    from services.identity.service import _route_address
+    from services.identity.addresses import route_address as _route_address
 
     assert _route_address(["127.0.0.1"]) == "127.0.0.1"
     assert _route_address(["not a host name", "127.0.0.1"]) == "127.0.0.1"
