@@ -591,10 +591,7 @@ class Groups:
             missing = [p for p in range(positions) if p not in taken]
             if not missing:
                 return current
-            found = await self.net.random_brokers(positions + 4)
-            # Others first; the creator itself last (its own broker is reached without the network).
-            candidates = [c for c in found if c not in hired and c != creator] + \
-                [c for c in found if c == creator and c not in hired]
+            candidates = [c for c in await self.net.random_brokers(positions + 4) if c not in hired and c != creator]
             for position in missing:
                 while candidates:
                     candidate = candidates.pop(0)
