@@ -162,3 +162,25 @@ def test_exit_codes_for_a_stopped_node_and_bad_arguments(localnet_nodes, custome
     assert missing.returncode == 2 and "no such file" in missing.stderr
     failed = bitdust(customer, "files", "info", "no/such/file.bin")
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
+
+
+def test_events_follow_prints_events_as_they_come(customer):
+    import select
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "--home", str(customer.home.root), "events",
+                             "--follow"], cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line, deadline, sent = "", time.monotonic() + 60, 0
+        while not line and time.monotonic() < deadline:
+            # Sent until one shows: the command connects a moment after it starts.
+            customer.ok("event_send", event_id="cli-follow-test", data={"n": sent})
+            sent += 1
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                line = proc.stdout.readline()
+        event = json.loads(line)  # a pipe: JSON lines
+        assert event["event_id"] == "cli-follow-test" and "n" in event["data"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
