@@ -359,6 +359,9 @@ class Transfers:
                     self._mark(version, block, stored, suppliers)
                     stored_count += len(stored)
                     left += len(todo) - len(stored)
+                    if stored:
+                        await self.progress("fragment-repaired", {"backup_id": version.uid, "block": block.block_no,
+                                                                  "positions": stored, "stored": len(stored)})
                 else:
                     left += len(todo)
                     if job is not None:
