@@ -136,13 +136,14 @@ class Bar:
     def __init__(self, label: str, console: Any = None):
         from rich.console import Console
         from rich.progress import (BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+                                   TimeRemainingColumn)
 
         self.console = console or Console(stderr=False)
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 DownloadColumn(binary_units=True), TransferSpeedColumn(), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[blocks]}"), console=self.console, transient=False)
-        self.task = self.progress.add_task(label, total=None, blocks="")
+                                 DownloadColumn(binary_units=True), TextColumn("{task.fields[rate]}"),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[blocks]}"), console=self.console,
+                                 transient=False)
+        self.task = self.progress.add_task(label, total=None, blocks="", rate="")
 
     def __enter__(self) -> "Bar":
         self.progress.start()
@@ -153,16 +154,19 @@ class Bar:
 
     def show(self, tally: Tally) -> None:
         done, total = tally.blocks
-        self.progress.update(self.task, completed=tally.bytes_done, total=tally.total_bytes or None,
+        elapsed = time.monotonic() - tally.started
+        rate = f"{tally.bytes_done / elapsed / 1048576:.1f} MiB/s" if elapsed > 0 and tally.bytes_done else ""
+        self.progress.update(self.task, completed=tally.bytes_done, total=tally.total_bytes or None, rate=rate,
                              blocks=f"blocks {done}/{total}" if total else f"blocks {done}")
 
     def emit(self, doc: dict[str, Any]) -> None:
         if doc.get("message_type") == "summary":
             mib = doc["bytes"] / 1048576
             rate = doc["bytes_per_second"] / 1048576
-            line = (f"{doc['action']} {doc['state']}: {mib:.1f} MiB in {doc['seconds']:.1f}s ({rate:.1f} MiB/s)"
-                    + (f" -> {doc['local_path']}" if doc.get("local_path") else "")
-                    + (f" as {doc['remote_path']}" if doc.get("remote_path") and doc["action"] == "upload" else ""))
+            ends = (doc.get("local_path"), doc.get("remote_path"))
+            source, target = ends if doc["action"] == "upload" else ends[::-1]
+            line = (f"{doc['action']} {doc['state']}: {source} -> {target}: {mib:.1f} MiB in {doc['seconds']:.1f}s "
+                    f"({rate:.1f} MiB/s)")
             self.console.print(line, highlight=False)
             for error in doc.get("errors") or []:
                 self.console.print(f"[red]{error}")
