@@ -18,6 +18,8 @@ from common.home import NodeHome
 from deploy import netns, node
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+CALL_TIMEOUT = 120.0
+"""Seconds a command waits for one API answer (a message send waits for a ping and an ack, 15 s each)."""
 
 
 class CliError(Exception):
@@ -73,9 +75,12 @@ class NodeClient:
         try:
             if route.verb == "GET":
                 query = urllib.parse.urlencode({k: _text(v) for k, v in kwargs.items() if v is not None})
-                return node.call_api(self.home, "GET", path + ("?" + query if query else ""), timeout=3600)
-            return node.call_api(self.home, route.verb, path, kwargs, timeout=3600)
-        except (OSError, ValueError):
+                return node.call_api(self.home, "GET", path + ("?" + query if query else ""), timeout=CALL_TIMEOUT)
+            return node.call_api(self.home, route.verb, path, kwargs, timeout=CALL_TIMEOUT)
+        except (OSError, ValueError) as err:
+            if isinstance(err, TimeoutError) or isinstance(getattr(err, "reason", None), TimeoutError):
+                raise CliError(f"{method_name}: the node did not answer in {CALL_TIMEOUT:g}s", EXIT_FAILED,
+                               "timeout") from None
             raise self._down() from None
 
     def call(self, method_name: str, **kwargs: Any) -> Any:

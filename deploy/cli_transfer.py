@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
 from common import codec
-from deploy.cli_client import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError, NodeClient
+from deploy.cli_client import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, NodeClient
 
 READABLE = ("ready", "degraded")
 """Job states that end a transfer well: `degraded` is stored and readable, its missing fragments
@@ -237,8 +237,3 @@ def pick_view(json_lines: bool, label: str, out: TextIO | None = None) -> Any:
     if json_lines or not stream.isatty():
         return JsonLines(stream)
     return Bar(label)
-
-
-def raise_for(code: int) -> None:
-    if code not in (EXIT_OK, EXIT_INTERRUPTED):
-        raise CliError("transfer failed", code)

@@ -184,3 +184,40 @@ def test_events_follow_prints_events_as_they_come(customer):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+def _interrupted_put(client: NodeClient, path: Path, remote: str, *flags: str) -> subprocess.CompletedProcess:
+    """`files put` on a pipe, interrupted with SIGINT as soon as the node has started the upload."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "--home", str(client.home.root), "files", "put",
+                             str(path), remote, *flags], cwd=PROJECT_DIR, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # the first status line comes once the node answered file_upload_start
+    assert json.loads(first)["message_type"] == "status"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, first + out, err)
+
+
+def _upload_state(client: NodeClient, remote: str) -> str:
+    uploads = client.ok("files_uploads")
+    jobs = [j for j in uploads["running"] + uploads["finished"] if j["remote_path"].endswith(":" + remote)]
+    return jobs[-1]["state"] if jobs else ""
+
+
+def test_ctrl_c_leaves_the_upload_running_unless_asked(customer, tmp_path):
+    big = tmp_path / "big.bin"
+    with big.open("wb") as handle:
+        for _ in range(30):
+            handle.write(os.urandom(10 * MIB))
+    left = _interrupted_put(customer, big, "cli/left.bin")
+    assert left.returncode == 130 and "goes on on the node" in left.stderr, left.stderr
+    assert _upload_state(customer, "cli/left.bin") in ("running", "ready")
+    wait_for(lambda: _upload_state(customer, "cli/left.bin") == "ready", timeout=120, interval=0.2,
+             what="the interrupted upload finished on the node")
+    assert bitdust(customer, "files", "rm", "cli/left.bin").returncode == 0
+
+    stopped = _interrupted_put(customer, big, "cli/stopped.bin", "--cancel-on-interrupt")
+    assert stopped.returncode == 130 and "stopped on the node" in stopped.stderr, stopped.stderr
+    assert _upload_state(customer, "cli/stopped.bin") == "failed"

@@ -147,6 +147,25 @@ def test_a_program_that_is_down_shows_up_0_and_the_scrape_answers(net):
     assert value(scrape(client), "bitdust_program_up", program="messaging") == 1
 
 
+def test_a_program_that_hangs_costs_the_scrape_its_timeout_only(net):
+    import signal
+
+    from services.api.metrics import SCRAPE_TIMEOUT
+
+    client = net.nodes[-1]
+    pid = next(p["pid"] for p in client.ok("process_info")["processes"] if p["name"] == "dht")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        families = scrape(client)
+        took = time.monotonic() - began
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert value(families, "bitdust_program_up", program="dht") == 0
+    assert value(families, "bitdust_program_up", program="transport") == 1
+    assert SCRAPE_TIMEOUT <= took < SCRAPE_TIMEOUT + 2, took
+
+
 def test_websocket_calls_are_counted_by_method_and_status(net):
     import asyncio
 
