@@ -71,7 +71,7 @@ CATALOG: tuple[Spec, ...] = (
          ("role",)),
     Spec("bitdust_space_donated_bytes", GAUGE, "Space this node offers its customers"),
     Spec("bitdust_transfers_running", GAUGE, "Uploads, downloads and rebuilds running", ("kind",)),
-    Spec("bitdust_transfer_bytes_total", COUNTER, "Plain bytes uploaded, downloaded and rebuilt", ("kind",)),
+    Spec("bitdust_transfer_bytes_total", COUNTER, "Plain bytes of files uploaded and downloaded", ("kind",)),
     Spec("bitdust_transfers_finished_total", COUNTER, "Transfers that ended, by kind and result", ("kind", "result")),
     Spec("bitdust_fragments_repaired_total", COUNTER, "Fragments found bad or missing, rebuilt and sent back"),
     Spec("bitdust_rebuilds_total", COUNTER, "Positions rebuilt for a new supplier, by result", ("result",)),

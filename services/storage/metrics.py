@@ -31,7 +31,8 @@ class StorageMetrics:
         # Series that exist from the start, at zero, so a rate over them is defined before the first event.
         metrics.inc("bitdust_fragments_repaired_total", 0)
         for kind in ("upload", "download", "rebuild"):
-            metrics.inc("bitdust_transfer_bytes_total", 0, kind=kind)
+            if kind != "rebuild":  # a rebuild reports fragments sent, not bytes
+                metrics.inc("bitdust_transfer_bytes_total", 0, kind=kind)
             metrics.inc("bitdust_transfers_finished_total", 0, kind=kind, result="ready")
             metrics.inc("bitdust_transfers_finished_total", 0, kind=kind, result="failed")
         for result in ("ready", "failed"):
