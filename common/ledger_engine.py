@@ -7,6 +7,7 @@ place. Both live here because two parts of the node (deploy and the ledger proce
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,17 @@ def cookie_file(home: NodeHome) -> Path:
     return data_dir(home) / "regtest" / ".cookie"
 
 
+def pid_file(home: NodeHome) -> Path:
+    """Where the ledger process writes its pid: the engine wakes it with SIGUSR1 (`wake_command`)."""
+    return home.state_dir("ledger") / "ledger.pid"
+
+
+def wake_command(home: NodeHome) -> str:
+    """What the engine runs (through sh) when a wallet transaction changes or a block arrives: wake the
+    ledger process, so it reads the change now rather than at its next poll. No ZMQ in Debian's build."""
+    return f"kill -USR1 $(cat {shlex.quote(str(pid_file(home)))}) 2>/dev/null"
+
+
 def argv(home: NodeHome, config: ConfigStore, executable: str) -> list[str]:
     """The engine's command line: regtest, RPC on loopback with cookie auth, P2P on the listen host."""
     whitelist = [w.strip() for w in str(config.get(WHITELIST_OPTION)).split(",") if w.strip()]
@@ -51,5 +63,6 @@ def argv(home: NodeHome, config: ConfigStore, executable: str) -> list[str]:
         "-dnsseed=0", "-discover=0", "-upnp=0", "-txindex=1",
         # Small: a regtest chain of a storage market needs little cache and a small mempool.
         "-keypool=1", "-dbcache=4", "-maxmempool=5", "-par=1", "-rpcthreads=4", "-maxconnections=32",
+        f"-walletnotify={wake_command(home)}", f"-blocknotify={wake_command(home)}",
         *(f"-whitelist=noban@{net}" for net in whitelist),
     ]

@@ -42,6 +42,7 @@ PORTS = {
 ID_SERVER_PORT = 8084
 LISTEN_HOST_OPTIONS = ("services/tcp-connections/listen-host", "services/entangled-dht/listen-host",
                        "services/identity-server/listen-host", "services/bismuth-node/listen-host")
+P2P_PORT = "services/bismuth-node/p2p-port"
 FIRST_BLOCKS = 101
 """Blocks node 0 mines first: a coinbase pays only after 100 more blocks, so 101 make the first spendable."""
 REGISTRATION_BONUS = "10"
@@ -69,14 +70,17 @@ def _tcp_port_busy(port: int) -> bool:
     return False
 
 
-def _network(offset: int, layout: netns.Layout | None = None) -> network_config.NetworkConfig:
+def _network(offset: int, layout: netns.Layout | None = None, count: int = 1) -> network_config.NetworkConfig:
     seed_ports = node_ports(0, offset)
     seed = layout.address(0) if layout else "127.0.0.1"
     return network_config.NetworkConfig(
         NETWORK_NAME,
         identity_servers=[f"{seed}:{ID_SERVER_PORT + offset}"],
         dht_seeds=[f"{seed}:{seed_ports['services/entangled-dht/udp-port']}"],
-        ledger_seeds=[f"{seed}:{seed_ports['services/bismuth-node/p2p-port']}"],
+        # Every engine dials every other: each then has inbound links, the only ones its engine relays
+        # transactions on at once (whitelisted); over its outbound links it waits 2 s on average.
+        ledger_seeds=[f"{layout.address(i) if layout else '127.0.0.1'}:{node_ports(i, offset)[P2P_PORT]}"
+                      for i in range(count)],
     )
 
 
@@ -85,7 +89,8 @@ def subnet_for(offset: int) -> int:
     return (offset // 1000) % 200 + 1
 
 
-def prepare_node(root: Path, index: int, offset: int = 0, layout: netns.Layout | None = None) -> dict[str, Any]:
+def prepare_node(root: Path, index: int, offset: int = 0, layout: netns.Layout | None = None,
+                 count: int = 1) -> dict[str, Any]:
     """Create (or refresh) the home and config of node `index`; its `localnet.json` entry."""
     home = NodeHome(root / f"node-{index}")
     home.ensure()
@@ -123,7 +128,7 @@ def prepare_node(root: Path, index: int, offset: int = 0, layout: netns.Layout |
         options["services/identity-server/host"] = layout.address(0) if layout else "127.0.0.1"
         roles = ["id-server", "dht-seed"]
     ConfigStore(home.options_file).set_many(options)
-    network_config.save(home.networks_dir, _network(offset, layout))
+    network_config.save(home.networks_dir, _network(offset, layout, max(count, index + 1)))
     return {
         "name": f"node-{index}", "home": str(home.root),
         "api_port": ports["interface/api/rest-http-port"], "ws_port": ports["interface/api/web-socket-port"],
@@ -133,7 +138,7 @@ def prepare_node(root: Path, index: int, offset: int = 0, layout: netns.Layout |
 
 def prepare(root: Path, count: int, offset: int = 0, layout: netns.Layout | None = None) -> list[dict[str, Any]]:
     """Create (or refresh) the homes and configs of `count` nodes under `root`."""
-    return [prepare_node(root, index, offset, layout) for index in range(count)]
+    return [prepare_node(root, index, offset, layout, count) for index in range(count)]
 
 
 def add(root: Path, timeout: float = 120) -> dict[str, Any]:

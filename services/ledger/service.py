@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
+import signal
 import time
 from decimal import Decimal
 from typing import Any
 
 from common import ids, ledger_engine, network_config
 from common.endpoint import endpoint
+from common.fsutil import atomic_write
 from common.errors import InvalidArgumentError, NodeError, NotFoundError, UnavailableError
 from common.process import ProcessContext, ServiceBase
 from services.ledger import wallet_key
@@ -30,8 +33,11 @@ from services.ledger.store import LedgerStore
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5
-"""How often the wallet is asked what it received (and a foundation miner whether its pool waits)."""
+POLL_SECONDS = 1.0
+"""How often the wallet is asked what it received when the engine does not wake us first (SIGUSR1 on every
+wallet transaction and block, see `ledger_engine.wake_command`)."""
+FOUNDATION_POLL_SECONDS = 0.1
+"""How often a foundation miner looks at its pool: others' transactions wake no one."""
 SEED_CHECK_SECONDS = 10.0
 WALLET_PURPOSE = "ledger-wallet"
 RECEIVED_EVENT = "blockchain-transaction-received"
@@ -60,8 +66,13 @@ class LedgerService(ServiceBase):
         self._record_published = False
         self._seeds_checked = 0.0
         self._task: asyncio.Task[Any] | None = None
+        self._wake = asyncio.Event()
+        self._foundation: list[str] = []
+        self._foundation_read = float("-inf")
 
     async def start(self) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._wake.set)
+        atomic_write(ledger_engine.pid_file(self.ctx.home), str(os.getpid()).encode())
         self._task = asyncio.create_task(self._upkeep())
 
     async def stop(self) -> None:
@@ -73,17 +84,45 @@ class LedgerService(ServiceBase):
     # ---- the background task ------------------------------------------------------------------
 
     async def _upkeep(self) -> None:
+        """A full round when the engine wakes us or every `POLL_SECONDS`; a foundation miner also looks
+        at its pool every `FOUNDATION_POLL_SECONDS` in between."""
+        last_round = float("-inf")
         while True:
+            full = self._wake.is_set() or time.monotonic() - last_round >= POLL_SECONDS
+            self._wake.clear()
             if self.binary is not None:
                 try:
-                    await self._tick()
+                    if full:
+                        last_round = time.monotonic()
+                        await self._tick()
+                    elif self.is_foundation():
+                        await self._produce_for_pool()
                 except UnavailableError as err:
                     self._engine_lost(err.message)
                 except NodeError as err:
                     log.warning("ledger upkeep: %s", err.message)
                 except Exception:  # noqa: BLE001 - one bad round must not end the upkeep
                     log.exception("ledger upkeep failed")
-            await asyncio.sleep(POLL_SECONDS)
+            wait = FOUNDATION_POLL_SECONDS if self.is_foundation() else POLL_SECONDS
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+
+    def is_foundation(self) -> bool:
+        return self.chain.address is not None and self.chain.address in self._foundation_cached()
+
+    def _foundation_cached(self) -> list[str]:
+        """The foundation miners, read again from the network configuration at most once a second."""
+        now = time.monotonic()
+        if now - self._foundation_read > 1.0:
+            self._foundation = self.foundation()
+            self._foundation_read = now
+        return self._foundation
+
+    async def _produce_for_pool(self) -> None:
+        if self.ctx.config.get("services/bismuth-node/auto-produce") and await self.chain.pool_size() > 0:
+            await self.chain.produce(1)
 
     def _engine_lost(self, why: str) -> None:
         if self.state["node"] != "OFF":
@@ -115,9 +154,8 @@ class LedgerService(ServiceBase):
                 log.info("paid period %d of contract %s: %s", period, contract_id, txid)
                 await self.ctx.bus.publish_event("billing-period-paid", {
                     "contract_id": contract_id, "period": period, "transaction_id": txid})
-        if self.chain.address in self.foundation() and self.ctx.config.get("services/bismuth-node/auto-produce"):
-            if await self.chain.pool_size() > 0:
-                await self.chain.produce(1)
+        if self.is_foundation():
+            await self._produce_for_pool()
         self.state["blockchain"] = "ON"
         self.reason = ""
 
