@@ -1,12 +1,15 @@
 """Groups on real nodes where members are their own brokers, and one broker turns hostile.
 
-Three nodes (BITDUST_TEST_NODES=3 is enough): node-0 switches its broker service off and the
-creator (node-1) wants one broker, so it hires node-2, which is a member too and must reach the
-broker role it holds without the network (the transport refuses to connect a node to itself;
-before, node-2 never joined and could not send). Then node-2, the group's broker, forges a message
-in node-0's name straight into its queue (signing the chain link with its own key, as a hostile
-broker can): every member drops it, counts it and names node-2. Last, the creator's
-`queue_keepers_list` reports the broker whose messaging process is stopped as it found it.
+Four nodes (BITDUST_TEST_NODES=4; with 3 the chain test is skipped): node-0 switches its broker
+service off and the creator (node-2) wants one broker, so it hires another node, which is made a
+member too and must reach the broker role it holds without the network (the transport refuses to
+connect a node to itself; before, that member never joined and could not send). Then that
+broker forges a message in node-0's name straight into its queue (signing the chain link with
+its own key, as a hostile broker can): every member drops it, counts it and names the broker.
+The creator's `queue_keepers_list` reports the broker whose messaging process is stopped as it
+found it. Last, with a second creator (node-3) and two brokers, the active broker hides an entry
+from a member that was away: the member sees the gap, reports the broker and gets the entry, in
+order, from the other broker.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Iterator
 
 import pytest
 
 from common import crypto
-from common.ids import idurl_to_global_id
 from deploy import node
 from services.messaging import envelope
 from services.messaging.chain import Link
+from services.messaging.group_endpoints import BROKER_OPTION, POSITIONS_OPTION
 from services.messaging.queue_store import QueueStore
 from tests.e2e.client import NodeClient
 from tests.helpers import wait_for
@@ -49,7 +53,7 @@ def _history_ids(client: NodeClient, group: str) -> list[str]:
 
 
 def _in_sync(client: NodeClient, group: str) -> bool:
-    return bool(client.ok("group_info", group_key_id=group)["state"] == "IN_SYNC!")
+    return bool(client.ok("group_info", group_key_id=group)["active"])  # joined and following its queue
 
 
 def _send(client: NodeClient, group: str, data: dict) -> dict:
@@ -74,33 +78,52 @@ def _all_have(group: Group, sent: list[str], timeout: float = 90) -> list[str]:
     return orders[0]
 
 
-@pytest.fixture(scope="module")
-def group(localnet_nodes, identities) -> Group:
-    localnet_nodes.wait_healthy()
-    plain, creator, member = localnet_nodes.nodes[:3]
-    plain.ok("config_set", key="services/message-broker/enabled", value=False)
-    creator.ok("config_set", key="services/private-groups/broker-positions", value=1)
-    created = creator.ok("group_create", label="self brokers")
-    key_id = created["group_key_id"]
-    creator.ok("group_join", group_key_id=key_id)
+def _hired(creator: NodeClient, identities: dict, count: int) -> list[NodeClient]:
+    """The nodes `creator` hired as brokers, by position, once `count` are published."""
     gid = identities[creator.name]["global_id"]
-    records = wait_for(lambda: creator.ok("group_info_dht", group_creator_id=gid), timeout=180, interval=1,
-                       what="a broker hired")
-    hired = {int(r["position"]): idurl_to_global_id(r["broker_idurl"]) for r in records}
-    assert hired == {0: identities[member.name]["global_id"]}, hired  # node-0 refuses, the creator hires no self
-    for client in (member, plain):
-        creator.ok("group_share", group_key_id=key_id, trusted_user_id=identities[client.name]["global_id"])
-        client.ok("group_join", group_key_id=key_id)
-    for client in (creator, member, plain):
-        wait_for(partial(_in_sync, client, key_id), timeout=60, interval=0.3, what=f"{client.name} in sync")
-    return Group(key_id, creator, member, plain, created["public"])
+
+    def published() -> list[dict] | None:
+        found = creator.ok("group_info_dht", group_creator_id=gid)
+        return found if len(found) >= count else None
+
+    records = wait_for(published, timeout=180, interval=1, what=f"{count} brokers hired by {creator.name}")
+    assert [int(r["position"]) for r in records] == list(range(count)), records
+    by_idurl = {identities[name]["idurl"]: name for name in identities}
+    return [next(c for c in _NODES if c.name == by_idurl[r["broker_idurl"]]) for r in records]
+
+
+_NODES: list[NodeClient] = []
+
+
+@pytest.fixture(scope="module")
+def group(localnet_nodes, identities) -> Iterator[Group]:
+    localnet_nodes.wait_healthy()
+    _NODES[:] = localnet_nodes.nodes
+    plain, creator = localnet_nodes.nodes[0], localnet_nodes.nodes[2]
+    plain.ok("config_set", key=BROKER_OPTION, value=False)
+    creator.ok("config_set", key=POSITIONS_OPTION, value=1)
+    try:
+        created = creator.ok("group_create", label="self brokers")
+        key_id = created["group_key_id"]
+        creator.ok("group_join", group_key_id=key_id)
+        member, = _hired(creator, identities, 1)
+        assert member not in (plain, creator)  # node-0 refuses, the creator does not hire itself
+        for client in (member, plain):
+            creator.ok("group_share", group_key_id=key_id, trusted_user_id=identities[client.name]["global_id"])
+            client.ok("group_join", group_key_id=key_id)
+        for client in (creator, member, plain):
+            wait_for(partial(_in_sync, client, key_id), timeout=60, interval=0.3, what=f"{client.name} in sync")
+        yield Group(key_id, creator, member, plain, created["public"])
+    finally:
+        plain.ok("config_set", key=BROKER_OPTION, value=True)
+        creator.ok("config_set", key=POSITIONS_OPTION, value=2)
 
 
 def test_members_that_are_their_own_brokers_join_and_deliver(group, identities):
     for client in group.everyone:
         info = client.ok("group_info", group_key_id=group.key_id)
-        assert info["state"] == "IN_SYNC!" and info["active"] is True, (client.name, info)
-    # node-2 reads its own queue (position 0) without the network.
+        assert info["active"] is True, (client.name, info)
+    # The member reads its own queue (position 0) without the network.
     info = group.member.ok("group_info", group_key_id=group.key_id)
     assert info["active_broker_position"] == 0 and info["active_broker_idurl"] == identities[group.member.name]["idurl"]
     sent = [_send(sender, group.key_id, {"n": n})["message_id"]
@@ -114,7 +137,7 @@ def test_members_that_are_their_own_brokers_join_and_deliver(group, identities):
 
 
 def _forge_in_queue(group: Group, identities: dict) -> str:
-    """node-2 turned hostile: a message in node-0's name, numbered and linked in node-2's own queue."""
+    """The broker turned hostile: a message in node-0's name, numbered and linked in its own queue."""
     broker = group.member
     me = identities[broker.name]["idurl"]
     master = crypto.load_private_key((broker.home.state_dir("identity") / "keys" / "master.pem").read_bytes())
@@ -179,3 +202,49 @@ def test_keepers_report_a_stopped_broker_as_checked(group, identities):
     wait_for(lambda: node.healthy(group.member.home), timeout=60, interval=0.5, what="node-2 healthy again")
     wait_for(lambda: group.creator.ok("queue_keepers_list")[0]["state"] == "CONNECTED", timeout=90, interval=1,
              what="every broker answers again")
+
+
+@pytest.fixture(scope="module")
+def chain_group(group, localnet_nodes, identities) -> tuple[str, NodeClient, NodeClient, list[NodeClient]]:
+    """(group key id, creator node-3, member node-0, brokers by position): two brokers, neither a member."""
+    if len(localnet_nodes.nodes) < 4:
+        pytest.skip("needs BITDUST_TEST_NODES >= 4")
+    creator, plain = localnet_nodes.nodes[3], localnet_nodes.nodes[0]
+    key_id = creator.ok("group_create", label="chained")["group_key_id"]
+    creator.ok("group_join", group_key_id=key_id)
+    brokers = _hired(creator, identities, 2)
+    creator.ok("group_share", group_key_id=key_id, trusted_user_id=identities[plain.name]["global_id"])
+    plain.ok("group_join", group_key_id=key_id)
+    for client in (creator, plain):
+        wait_for(partial(_in_sync, client, key_id), timeout=60, interval=0.3, what=f"{client.name} in sync")
+    return key_id, creator, plain, brokers
+
+
+def test_a_broker_hiding_an_entry_is_reported_and_the_other_serves_it(chain_group, identities):
+    key_id, creator, member, brokers = chain_group
+    hostile = brokers[0]
+    supervisor = node.supervisor(member.home)
+    supervisor.call_sync("stopProcess", "messaging", True)
+    try:
+        sent = [_send(creator, key_id, {"chained": n})["message_id"] for n in range(3)]
+        store = QueueStore(hostile.home.state_dir("messaging") / "queues.sqlite")
+        try:  # the active broker hides the middle message from whoever fetches it now
+            assert store.db.execute("DELETE FROM entries WHERE group_key_id=? AND message_id=?",
+                                    (key_id, sent[1])).rowcount == 1
+        finally:
+            store.close()
+    finally:
+        supervisor.call_sync("startProcess", "messaging", True)
+    def got_all() -> bool:
+        status, doc = member.call("message_history", recipient_id=key_id, message_type="group_message", limit=1000)
+        return status == 200 and set(sent) <= {i["doc"]["payload"]["message_id"] for i in doc["result"]}
+
+    wait_for(got_all, timeout=90, interval=0.5, what="the member got every message (its messaging restarted)")
+    order = _history_ids(member, key_id)
+    assert [m for m in order if m in sent] == sent
+    info = member.ok("group_info", group_key_id=key_id)
+    faults = {f["broker_id"]: f["faults"] for f in info["faulty_brokers"]}
+    assert faults == {identities[hostile.name]["global_id"]: {"gap": 1}}, faults
+    assert info["active_broker_idurl"] == identities[brokers[1].name]["idurl"]
+    events = (member.home.logs / "event.log").read_text()
+    assert "group-broker-faulty" in events and identities[hostile.name]["global_id"] in events
