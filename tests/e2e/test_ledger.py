@@ -67,6 +67,21 @@ def test_transfer_to_a_user_id_carries_its_payload_to_the_recipient(net, ledger,
              what="the transfer in a block")
 
 
+def test_a_wallet_record_signed_by_someone_else_never_redirects_a_payment(net, ledger, identities):
+    # Node 1 signs (with its own key, so the DHT stores it) a wallet record at the IDURL of a user who has none
+    # yet, naming node 1's address. The DHT keeps the first signer's record at a key: a payer must not pay it.
+    thief, payer = net.nodes[1], net.nodes[0]
+    victim_idurl = identities[thief.name]["idurl"].rsplit("/", 1)[0] + "/nowallet.xml"
+    written = thief.ok("dht_value_set", key=victim_idurl, record_type="wallet",
+                       value={"idurl": identities[thief.name]["idurl"], "address": ledger["addresses"][1]})
+    assert written["write"] == "success"
+    thief_before = _balance(thief)
+    status, doc = payer.call("blockchain_transaction_send", recipient=victim_idurl, amount="0.5")
+    assert (status, doc["reason"]) == (404, "recipient_not_found"), doc
+    after = _balance(thief)
+    assert (after["balance"], after["unconfirmed"]) == (thief_before["balance"], thief_before["unconfirmed"])
+
+
 def test_only_a_foundation_miner_produces_blocks(net, ledger):
     status, doc = net.nodes[1].call("blockchain_block_produce")
     assert (status, doc["reason"]) == (403, "not_foundation_miner")
