@@ -2,7 +2,8 @@
 
 The keys live in the identity process's keyring; here a share is opened (its catalog read from the
 creator's suppliers), granted (the key sent and each supplier told to let the grantee read its
-prefix), closed and deleted, and its history kept.
+prefix), closed and deleted, and its history kept. Its state is whether its creator's suppliers
+answer (`share_access.py`): CONNECTED once enough of them do, as the reference reports it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from common.endpoint import Reply, endpoint
 from common.errors import NodeError, NotFoundError
 from common.values import as_bool
 from services.storage.customer import Customer
+from services.storage.share_access import ShareAccessBook
 from services.storage.wire import BusPeers
 from common.ids import idurl_to_global_id, idurl_of
 
@@ -25,6 +27,15 @@ class SharesEndpoints:
     peers: BusPeers
     customer: Customer
     _share_history: list[dict[str, Any]]
+
+    @property
+    def share_access(self) -> ShareAccessBook:
+        """The shares' supplier checks, made at first use (this mixin has no constructor of its own)."""
+        book: ShareAccessBook | None = getattr(self, "_share_access", None)
+        if book is None:
+            employer = self.customer.employer
+            book = self._share_access = ShareAccessBook(self.peers, employer.idurls, employer.automats)
+        return book
 
     async def _keys(self) -> list[dict[str, Any]]:
         return list(await self.peers.api("identity", "keys_list", wait=10))
@@ -39,13 +50,15 @@ class SharesEndpoints:
         key_id = str(key["key_id"])
         creator_global = key_id.split("$", 1)[1]
         creator = idurl_of(creator_global)
-        suppliers = self.customer.employer.idurls() if creator == mine else []
+        access = self.share_access.looked_at(key_id, creator, creator == mine)
+        found = self.customer.employer.idurls() if creator == mine else access.suppliers
+        suppliers = [idurl_to_global_id(s) for s in found if s]
         return {"active": bool(key.get("active", True)), "alias": key.get("alias"), "creator": creator_global,
                 "creator_idurl": creator, "key_id": key_id, "label": key.get("label"),
                 "ecc_map": f"ecc/{len(suppliers)}x{len(suppliers)}" if suppliers else None, "id": key_id,
                 "index": None, "name": key.get("alias"), "revision": -1,
-                "state": "OPENED" if key_id in self.customer.opened_shares else "CLOSED",
-                "suppliers": suppliers, "mine": creator == mine,
+                "state": access.state, "suppliers": suppliers, "mine": creator == mine,
+                "suppliers_answered": [idurl_to_global_id(s) for s in found if s in access.answered],
                 "files": len([i for i in self.customer.catalog.items(key_id) if i.type == "file"])}
 
     @endpoint()
@@ -78,6 +91,7 @@ class SharesEndpoints:
                                        label=str(label or ""), active=as_bool(active, "active"))
         self._history("created", str(created["key_id"]))
         self.customer.opened_shares.add(str(created["key_id"]))
+        self.share_access.check(str(created["key_id"]), await self.peers.my_idurl() or "", True)
         return Reply(dict(created), f"new share {created['key_id']} created successfully")
 
     @endpoint()
@@ -86,6 +100,7 @@ class SharesEndpoints:
         erased = await self.customer.delete_key_data(key_id)
         await self.peers.api("identity", "key_erase", wait=20, key_id=key_id)
         self.customer.opened_shares.discard(key_id)
+        self.share_access.forget(key_id)
         self._history("deleted", key_id)
         return Reply({"key_id": key_id, "versions_deleted": erased}, f"share {key_id} deleted")
 
@@ -118,6 +133,7 @@ class SharesEndpoints:
                                     reason="suppliers_not_found")
             added = await self.customer.restore_index(key_id, creator, suppliers)
         self.customer.opened_shares.add(key_id)
+        self.share_access.check(key_id, creator, creator == mine)
         self._history("opened", key_id)
         return Reply({"key_id": key_id, "state": "OPENED", "versions_added": added}, f"share {key_id} opened")
 
@@ -125,6 +141,7 @@ class SharesEndpoints:
     async def share_close(self, key_id: str) -> Reply:
         await self._share(key_id)
         self.customer.opened_shares.discard(key_id)
+        self.share_access.close(key_id)
         self._history("closed", key_id)
         return Reply({"key_id": key_id, "state": "CLOSED"}, f"share {key_id} closed")
 
