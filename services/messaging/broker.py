@@ -224,13 +224,11 @@ class Broker:
             self.store.touch_peer(group, sender, CONSUMER, after, self.clock())
             return self._batch(group, position, after, [])
         self.store.touch_peer(group, sender, CONSUMER, after, self.clock())
-        ours = self.store.get(group, after) if after >= 0 else None
-        theirs = doc.get("after_hash")
-        if ours is not None and ours[1] and ours[0].link and isinstance(theirs, str) and theirs \
-                and Link.from_wire(ours[0].link).hash() != theirs:
+        fork = self._fork_evidence(group, after, doc.get("after_hash"))
+        if fork is not None:
             # The member holds another history at this place: show it ours, serve nothing after it.
             reply = self._batch(group, position, after, [])
-            reply["payload"]["fork"] = ours[0].link
+            reply["payload"]["fork"] = fork
             return reply
         wait = min(max(float(doc.get("wait") or 0), 0.0), MAX_WAIT)
         entries = self.store.tail(group, after, MAX_BATCH)
@@ -242,11 +240,14 @@ class Broker:
         return self._batch(group, position, after, entries)
 
     async def status(self, sender: str, doc: dict[str, Any]) -> dict[str, Any]:
-        """A member's check that this broker serves the group now (`not_hired` otherwise)."""
+        """A member's check that this broker serves the group now (`not_hired` otherwise), and
+        whether it holds the member's last link (`after`, `after_hash`): `fork` is ours when not."""
         group, queue = await self._queue(doc)
         self._proofs.check(group, queue["public"], sender, doc.get("proof"))
         position, _ = await self._position(queue["creator"])
-        return ack(position=position, last=self._committed_last(group))
+        after = doc.get("after")
+        fork = self._fork_evidence(group, after, doc.get("after_hash")) if isinstance(after, int) else None
+        return ack(position=position, last=self._committed_last(group), fork=fork)
 
     async def leave(self, sender: str, doc: dict[str, Any]) -> dict[str, Any]:
         group, queue = await self._queue(doc)
@@ -287,6 +288,13 @@ class Broker:
         return ack(entries=[e.wire() for e in entries], last=self.store.last_seq(group))
 
     # ---- the chain -------------------------------------------------------------------------------
+
+    def _fork_evidence(self, group: str, after: int, after_hash: Any) -> dict[str, Any] | None:
+        """Our committed link at `after` when its hash is not the member's `after_hash`."""
+        ours = self.store.get(group, after) if after >= 0 else None
+        if ours is None or not ours[1] or not ours[0].link or not isinstance(after_hash, str) or not after_hash:
+            return None
+        return None if Link.from_wire(ours[0].link).hash() == after_hash else ours[0].link
 
     def _prev_hash(self, group: str, seq: int) -> str:
         """The hash the link at `seq` names: the link before it here, or the floor a member raised."""

@@ -61,6 +61,8 @@ BROKER_BACKOFF = 10.0
 FAULTY_BACKOFF = 60.0
 """Seconds a broker caught serving a broken chain is passed over while another one answers."""
 STATUS_TIMEOUT = 8.0
+CROSS_CHECK_EVERY = 30.0
+"""Seconds between a member's questions to a second broker about the last link it consumed."""
 CHECKED_FRESH = 60.0
 """Seconds a broker's last checked answer (fetch, produce, status) counts as it being connected."""
 NO_BROKERS_RETRY = 5.0
@@ -164,6 +166,9 @@ class Groups:
         self._credentials: dict[str, tuple[dict[str, str], str, str]] = {}
         self._hiring = asyncio.Lock()
         self._consuming: dict[str, asyncio.Lock] = {}
+        self.cross_check_every = CROSS_CHECK_EVERY
+        self._cross_checked: dict[str, float] = {}
+        self._checks: set[asyncio.Task[bool]] = set()
 
     # ---- life cycle ------------------------------------------------------------------------------
 
@@ -174,7 +179,7 @@ class Groups:
                 self._start(record.group_key_id)
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) + list(self._checks)
         for task in tasks:
             task.cancel()
         if tasks:
@@ -305,6 +310,7 @@ class Groups:
             if reply.get("command") == "Ack" and isinstance(reply.get("payload"), dict):
                 try:
                     await self._take(group, broker, position, reply["payload"], brokers)
+                    self._cross_check_later(group, broker)
                     return
                 except ChainError as err:
                     for culprit in err.culprits or (broker,):
@@ -355,6 +361,51 @@ class Groups:
         # otherwise two brokers numbered the same place and both are named.
         raise ChainError(FORK, f"two histories at entry {mine.seq}",
                          culprits=tuple(sorted({theirs.broker, mine.broker})))
+
+    def _cross_check_later(self, group: str, serving: str) -> None:
+        """Now and then, ask another broker whether it holds our last link too (in the background)."""
+        if time.monotonic() - self._cross_checked.get(group, float("-inf")) < self.cross_check_every:
+            return
+        self._cross_checked[group] = time.monotonic()
+        task = asyncio.ensure_future(self.cross_check(group, serving))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def cross_check(self, group: str, serving: str) -> bool:
+        """Ask the best broker other than `serving` about our last link; False when it proved a fork.
+
+        The broker we follow could show us a history the others do not hold (its own private
+        fork): a second broker that holds another signed link at our place proves it.
+        """
+        record = self.store.get(group)
+        if record is None or not record.last_link:
+            return True
+        brokers = await self.net.brokers(record.creator)
+        others = [b for b in brokers if b[1] != serving]
+        if not others:
+            return True
+        _, other = self._pick(others)
+        try:
+            cert, proof, _ = await self.credentials(group)
+            query = request("status", group, cert=cert, proof=proof, after=record.last_seq,
+                            after_hash=record.last_hash() or "")
+            reply = await self.net.request(other, query, STATUS_TIMEOUT)
+        except NodeError as err:
+            self.failures[other] = (OFFLINE, err.reason)
+            return True
+        answer = reply.get("payload")
+        if reply.get("command") != "Ack" or not isinstance(answer, dict):
+            self.failures[other] = (REFUSED, fail_reason(reply))
+            return True
+        self._answered(other)
+        if answer.get("fork") is None:
+            return True
+        try:
+            await self._check_fork(group, answer["fork"], brokers)
+        except ChainError as err:
+            for culprit in err.culprits or (other,):
+                await self._report(group, culprit, err.reason, str(err))
+        return False
 
     async def _report(self, group: str, broker: str, reason: str, detail: str) -> None:
         """A broker caught breaking the chain: counted, logged, rested, and told to the node's listeners."""

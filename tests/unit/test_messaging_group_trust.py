@@ -8,6 +8,7 @@ or show two members two histories. Each attack is made here with the broker's ow
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,26 @@ async def test_a_broker_showing_two_histories_is_caught_by_the_other_brokers_ans
                                                        entries=[entry[0].wire()]))
     assert reply["command"] == "Fail" or reply["payload"]["result"] == "conflict"
     assert bob.ids() == ["m0", "m1", "m2"]
+
+
+async def test_a_broker_showing_a_member_a_private_history_is_caught_by_a_cross_check(world: World,
+                                                                                      tmp_path: Path):
+    alice, carol = await _joined(world, tmp_path, CREATOR, CAROL)
+    await _three_sent(world, alice)
+    hostile = world.brokers[B0]
+    hostile.store.db.execute("DELETE FROM entries WHERE seq>=1")
+    await _queue_forged(world, B0, CREATOR, "another m1", signer=CREATOR)
+    carol.groups.cross_check_every = 0.0
+    await carol.groups._poll(GROUP, wait=0)  # B0 still answers; Carol asks B1 about her last link meanwhile
+    await asyncio.gather(*carol.groups._checks)
+    assert carol.ids() == ["m0", "another m1"]
+    assert carol.groups.faults[(GROUP, B0, "fork")] == 1 and not any(k[1] == B1 for k in carol.groups.faults)
+    # A member on the shared history hears nothing wrong from the other broker.
+    alice.groups.cross_check_every = 0.0
+    world.brokers[B0] = world.brokers[B1]  # (Alice follows B1's history here)
+    await alice.groups._poll(GROUP, wait=0)
+    await asyncio.gather(*alice.groups._checks)
+    assert not alice.groups.faults
 
 
 async def test_links_name_the_previous_link_and_are_signed_by_the_numbering_broker(world: World, tmp_path: Path):
