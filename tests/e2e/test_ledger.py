@@ -6,17 +6,19 @@ from __future__ import annotations
 import os
 import signal
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
-from deploy import localnet, node
+from deploy import localnet, netns, node
 from tests.e2e.client import NodeClient
+from tests.e2e.conftest import PORT_OFFSET
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(not node.ENGINE_PROGRAMS, reason="litecoind is not installed (scripts/setup.sh)")
 
 HALVING = 150
+NETNS_OFFSET = PORT_OFFSET + 4000
 """Regtest halves the block subsidy every 150 blocks."""
 
 
@@ -177,3 +179,37 @@ def test_market_pays_each_period_once_across_kill_9(net, ledger):
         return (blocks, total) if total == _total_coin(blocks) else None
 
     wait_for(settled, timeout=30, interval=0.5, what="the balances to add up to every block's subsidy")
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Three nodes, each a host of its own (network namespaces); `localnet.up` sets the ledger up too."""
+    reason = netns.available()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("ledger-netns")
+    try:
+        doc = localnet.up(root, 3, NETNS_OFFSET, identities=True, timeout=120, namespaces=True)
+        yield {"clients": [NodeClient.from_listing(item) for item in doc["nodes"]], "ledger": doc["ledger"]}
+    finally:
+        localnet.down(root)
+
+
+def test_across_hosts_a_transfer_and_a_contract_are_paid(hosts):
+    foundation, supplier, customer = hosts["clients"]
+    assert foundation.ok("blockchain_info")["node"]["connections"] >= 2
+    sent = supplier.ok("blockchain_transaction_send", recipient=hosts["ledger"]["addresses"][2], amount="0.75",
+                       operation="note", data="across hosts")
+    seen = wait_for(lambda: _received(customer, sent["transaction_id"]), timeout=30, interval=0.2,
+                    what="the transfer seen across hosts")
+    assert (seen["operation"], seen["data"]) == ("note", "across hosts")
+    offer = supplier.ok("billing_offer_create", space_gb=1, price="5", duration_hours=0.002)
+    wait_for(lambda: any(o["offer_id"] == offer["offer_id"] for o in customer.ok("billing_offers_list")),
+             timeout=30, interval=0.2, what="the offer seen across hosts")
+    bid = customer.ok("billing_bid_create", offer_id=offer["offer_id"], space_gb=1, duration_hours=0.002, periods=2)
+    wait_for(lambda: any(b["bid_id"] == bid["bid_id"] for b in supplier.ok("billing_info")["bids"]),
+             timeout=30, interval=0.2, what="the bid seen across hosts")
+    contract_id = supplier.ok("billing_bid_accept", bid_id=bid["bid_id"])["contract_id"]
+    done = wait_for(lambda: (c := _contract(supplier, contract_id)) and c["state"] == "completed" and c,
+                    timeout=60, interval=0.3, what="the contract completed across hosts")
+    assert done["paid_periods"] == [0, 1] and done["payments_seen"] == 2
