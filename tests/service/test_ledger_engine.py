@@ -29,10 +29,8 @@ SECRET = bytes(range(32))
 OTHER = bytes(range(1, 33))
 
 
-@pytest.fixture
-def engine_home(tmp_path: Path) -> Iterator[NodeHome]:
-    """A node home with its engine running, as supervisord would run it (`ledger_engine.argv`)."""
-    home = NodeHome(tmp_path / "node")
+def _start_engine(home: NodeHome, peer: NodeHome | None = None) -> subprocess.Popen[bytes]:
+    """An engine for `home` as supervisord would run it (`ledger_engine.argv`), dialling `peer`'s if given."""
     home.ensure()
     config = ConfigStore(home.options_file)
     config.set_many({ledger_engine.P2P_PORT_OPTION: free_port(), ledger_engine.RPC_PORT_OPTION: free_port(),
@@ -40,8 +38,18 @@ def engine_home(tmp_path: Path) -> Iterator[NodeHome]:
     ledger_engine.data_dir(home).mkdir(parents=True)
     binary = ledger_engine.binary()
     assert binary is not None
-    proc = subprocess.Popen(ledger_engine.argv(home, config, binary), stdout=subprocess.DEVNULL,
+    extra = []
+    if peer is not None:
+        extra = [f"-addnode=127.0.0.1:{ConfigStore(peer.options_file).get(ledger_engine.P2P_PORT_OPTION)}"]
+    return subprocess.Popen(ledger_engine.argv(home, config, binary) + extra, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def engine_home(tmp_path: Path) -> Iterator[NodeHome]:
+    """A node home with its engine running."""
+    home = NodeHome(tmp_path / "node")
+    proc = _start_engine(home)
     try:
         yield home
     finally:
@@ -55,9 +63,8 @@ def _rpc(home: NodeHome) -> EngineRpc:
                      ledger_engine.WALLET_NAME)
 
 
-@pytest.fixture
-async def chain(engine_home: NodeHome) -> AsyncIterator[Chain]:
-    rpc = _rpc(engine_home)
+async def _ready_chain(home: NodeHome, secret: bytes) -> Chain:
+    rpc = _rpc(home)
 
     async def ready() -> bool:
         try:
@@ -69,8 +76,13 @@ async def chain(engine_home: NodeHome) -> AsyncIterator[Chain]:
     await await_for(ready, timeout=30, interval=0.05, what="the engine answering RPC")
     found = Chain(rpc)
     await found.load_wallet()
-    await found.import_key(SECRET)
-    yield found
+    await found.import_key(secret)
+    return found
+
+
+@pytest.fixture
+async def chain(engine_home: NodeHome) -> AsyncIterator[Chain]:
+    yield await _ready_chain(engine_home, SECRET)
 
 
 async def test_the_derived_key_is_the_engines_own(chain: Chain):
@@ -146,3 +158,31 @@ async def test_a_period_signed_before_a_crash_is_paid_by_that_transaction_once(c
     assert info["spent"] == float(contract.period_amount) and info["debt"] == 0
 
 
+
+
+async def test_the_same_identity_secret_on_a_fresh_engine_finds_its_coins(engine_home: NodeHome, chain: Chain,
+                                                                          tmp_path: Path):
+    # What `identity_recover` on another machine amounts to: the same derived secret, a new engine and wallet.
+    await chain.produce(101)
+    other = wallet_key.address(wallet_key.private_number(OTHER))
+    await chain.send(other, Decimal("2"), Payload())
+    await chain.produce(1)
+    before = (await chain.balance())["balance"]
+    fresh_home = NodeHome(tmp_path / "recovered")
+    proc = _start_engine(fresh_home, peer=engine_home)
+    try:
+        rpc = _rpc(fresh_home)
+
+        async def synced() -> bool:
+            try:
+                return int(await rpc.call("getblockcount")) == 102
+            except UnavailableError:
+                return False
+
+        await await_for(synced, timeout=60, interval=0.1, what="the fresh engine synced")
+        recovered = await _ready_chain(fresh_home, SECRET)
+        assert recovered.address == chain.address
+        assert (await recovered.balance())["balance"] == before
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
