@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from common import subjects
@@ -10,7 +12,7 @@ from common.home import NodeHome
 from services.ledger.service import LedgerService
 from tests.helpers import connect, running_service
 
-METHODS = {
+METHODS: dict[str, dict[str, Any]] = {
     "blockchain_info": {}, "blockchain_wallet_balance": {}, "blockchain_block_produce": {},
     "blockchain_transaction_send": {"recipient": "mm5Yiba1U2odgUskxnXMJGQMV1DSAXVPib", "amount": 1},
     "billing_info": {}, "billing_offers_list": {},
