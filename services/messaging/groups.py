@@ -19,8 +19,9 @@ counted, and the broker that numbered it is reported too (honest brokers check i
 Sending: the data is sealed to the group key by the identity process (a fresh AES-256-GCM key per
 message, wrapped by the group's RSA public key: brokers see only ciphertext), signed with our
 master key, and offered to the brokers in position order until one acknowledges it with its
-sequence number. A resend after a
-lost answer carries the same message id, which brokers recognise.
+sequence number and signed link. A resend after a lost answer carries the same message id, which
+brokers recognise. When that number comes by with another link, the broker that acknowledged it
+(or the two that signed the two links) is reported: it dropped our message from the history.
 
 The creator's side (`ensure_brokers`): hire brokers from the DHT's brokers layer for the missing
 positions and publish each in a signed `message_broker` record.
@@ -63,6 +64,8 @@ FAULTY_BACKOFF = 60.0
 STATUS_TIMEOUT = 8.0
 CROSS_CHECK_EVERY = 30.0
 """Seconds between a member's questions to a second broker about the last link it consumed."""
+MAX_ACKED = 1000
+"""Acknowledged links a member keeps per group (its latest messages) to check against the queue."""
 CHECKED_FRESH = 60.0
 """Seconds a broker's last checked answer (fetch, produce, status) counts as it being connected."""
 NO_BROKERS_RETRY = 5.0
@@ -169,6 +172,8 @@ class Groups:
         self.cross_check_every = CROSS_CHECK_EVERY
         self._cross_checked: dict[str, float] = {}
         self._checks: set[asyncio.Task[bool]] = set()
+        self._acked: dict[str, dict[int, Link]] = {}
+        """Group -> seq -> the signed link a broker acknowledged one of our messages with (the latest few)."""
 
     # ---- life cycle ------------------------------------------------------------------------------
 
@@ -474,6 +479,12 @@ class Groups:
                 break
             checked.append((entry, link, sealed))
             last_seq, last_hash = entry.seq, link.hash()
+            acked = self._acked.get(group, {}).pop(entry.seq, None)
+            if acked is not None and acked.hash() != link.hash():
+                # A broker acknowledged our message at this number, and the history holds another one.
+                for culprit in sorted({acked.broker, link.broker}):
+                    await self._report(group, culprit, FORK, f"our message {acked.message_id} was acknowledged at "
+                                                             f"{entry.seq}, the queue holds {entry.message_id} there")
         opened = await asyncio.gather(*(self._open(group, e, sealed) for e, _, sealed in checked),
                                       return_exceptions=True)
         new = 0
@@ -582,6 +593,7 @@ class Groups:
                 answer = reply.get("payload")
                 if reply.get("command") == "Ack" and isinstance(answer, dict):
                     self._answered(broker)
+                    await self._remember_ack(group, header.message_id, answer.get("link"), brokers)
                     return {"group_key_id": group, "message_id": header.message_id, "sequence_id": answer.get("seq"),
                             "broker_id": broker, "position": position, "duplicate": bool(answer.get("duplicate"))}
                 reason = fail_reason(reply)
@@ -594,6 +606,19 @@ class Groups:
                 raise UnavailableError(f"no broker of {group} took the message: {', '.join(errors[-3:]) or 'none'}",
                                        reason="broker_unavailable")
             await asyncio.sleep(1.0)
+
+    async def _remember_ack(self, group: str, message_id: str, doc: Any, brokers: list[tuple[int, str]]) -> None:
+        """Keep the signed link a broker acknowledged our message with, to hold it to that number."""
+        try:
+            link = Link.from_wire(doc)
+        except ChainError:
+            return
+        if link.group != group or link.message_id != message_id or not await self._signed_by_broker(link, brokers):
+            return
+        acked = self._acked.setdefault(group, {})
+        acked[link.seq] = link
+        while len(acked) > MAX_ACKED:
+            acked.pop(min(acked))
 
     # ---- what is known of the brokers ------------------------------------------------------------
 

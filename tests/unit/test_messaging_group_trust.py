@@ -166,6 +166,18 @@ async def test_a_broker_showing_a_member_a_private_history_is_caught_by_a_cross_
     assert not alice.groups.faults
 
 
+async def test_a_broker_that_drops_an_acknowledged_message_is_caught_by_its_producer(world: World,
+                                                                                     tmp_path: Path):
+    alice, = await _joined(world, tmp_path, CREATOR)
+    await _three_sent(world, alice)  # B0 acknowledged m0, m1, m2 at 0, 1, 2 with its signed links
+    hostile = world.brokers[B0]
+    hostile.store.db.execute("DELETE FROM entries WHERE seq>=1")  # m1 and m2 dropped, another message at 1
+    await _queue_forged(world, B0, BOB, "instead of m1", signer=BOB)
+    await alice.groups._poll(GROUP, wait=0)
+    assert alice.ids() == ["m0", "instead of m1"]
+    assert alice.groups.faults[(GROUP, B0, "fork")] == 1
+
+
 async def test_links_name_the_previous_link_and_are_signed_by_the_numbering_broker(world: World, tmp_path: Path):
     alice, = await _joined(world, tmp_path, CREATOR)
     await _three_sent(world, alice)
