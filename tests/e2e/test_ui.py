@@ -23,7 +23,7 @@ from tests.e2e.client import NodeClient
 from tests.helpers import sha256_file, wait_for
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -49,8 +49,13 @@ class Page:
         self.console: list[dict[str, Any]] = []
 
     def wait(self, predicate: Callable[[Any], Any], what: str, timeout: float = DEADLINE) -> Any:
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(
-            lambda d: _quiet(predicate, d), message=f"timed out waiting for {what}")
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(lambda d: _quiet(predicate, d))
+        except TimeoutException:
+            self.shot(f"timeout-{len(list(self.shots.glob('timeout-*')))}")
+            shown = self.driver.execute_script("return document.body ? document.body.innerText : ''")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; url {self.driver.current_url}; "
+                                 f"page text {shown[:1500]!r}; console {self.errors()}") from None
 
     def text(self, css: str) -> str:
         found = self.driver.find_elements(By.CSS_SELECTOR, css)
@@ -206,9 +211,10 @@ def test_a_message_appears_without_a_reload(logged_in: Page, owner: NodeClient, 
 @pytest.mark.parametrize("view, ready", [
     ("suppliers", "#suppliers tr[data-position]"), ("shares", "section"), ("network", "#dht-state"),
     ("events", "#event-list li"), ("settings", "#settings .config-group"), ("identity", "#backup-form"),
+    ("dashboard", "#programs"),
 ])
 def test_every_view_renders(logged_in: Page, view: str, ready: str) -> None:
     page = logged_in
     page.view(view, ready)
-    page.shot(view)
+    page.shot(view if view != "dashboard" else "dashboard-after-transfers")
     assert page.errors() == []
