@@ -60,6 +60,7 @@ CATALOG: tuple[Spec, ...] = (
          ("direction", "command")),
     Spec("bitdust_transport_failures_total", COUNTER, "Packets that failed to go out or were refused, by reason",
          ("direction", "reason")),
+    Spec("bitdust_transport_send_failures_total", COUNTER, "Packets that failed to go out, by command", ("command",)),
     Spec("bitdust_transport_connections", GAUGE, "Open connections to other nodes, by protocol", ("protocol",)),
     Spec("bitdust_peers", GAUGE, "Known peers by presence state", ("state",)),
     # storage

@@ -256,7 +256,7 @@ class Gateway:
             try:
                 return await asyncio.wait_for(tracked.future, max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                self.stats.send_failed("timeout")
+                self.stats.send_failed("timeout", pkt.command)
                 self.presence.fire(remote_idurl, "ack-timeout")
                 raise DeadlineError(f"no reply to {pkt.command}({pkt.packet_id}) in {timeout:g}s",
                                     reason="timeout") from None
@@ -293,7 +293,7 @@ class Gateway:
             tracked.proto, tracked.host = link.proto, link.host
             self.stats.sent(remote, tracked.size, pkt.command)
             return
-        self.stats.send_failed("peer_offline")
+        self.stats.send_failed("peer_offline", pkt.command)
         self.presence.fire(remote, "sent-failed")
         detail = "; ".join(errors) or "no usable contact"
         raise UnavailableError(f"{idurl_to_global_id(remote)} is not reachable ({detail})", reason="peer_offline")

@@ -18,6 +18,8 @@ def transport_samples(gateway: Any) -> Samples:
     stats = gateway.stats
     samples: Samples = {"bitdust_transport_bytes_total": [], "bitdust_transport_packets_total": [],
                         "bitdust_transport_failures_total": [], "bitdust_transport_connections": [],
+                        "bitdust_transport_send_failures_total": [({"command": command}, count) for command, count
+                                                                  in sorted(stats.outgoing.failed_commands.items())],
                         "bitdust_peers": []}
     for direction, attr in DIRECTIONS:
         side = getattr(stats, attr)

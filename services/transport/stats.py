@@ -16,6 +16,8 @@ class _Direction:
         self.peers: defaultdict[str, int] = defaultdict(int)
         self.commands: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
+        self.failed_commands: Counter[str] = Counter()
+        """Packets that could not go out, by command (outgoing only: a refused arrival has none yet)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,9 +59,11 @@ class PacketStats:
         self.outgoing.peers[idurl] += size
         self.outgoing.commands[command] += 1
 
-    def send_failed(self, reason: str) -> None:
+    def send_failed(self, reason: str, command: str = "") -> None:
         self.outgoing.failed_packets += 1
         self.outgoing.dropped[reason] += 1
+        if command:
+            self.outgoing.failed_commands[command] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"in": self.incoming.as_dict(), "out": self.outgoing.as_dict()}

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common import subjects
 from common.metrics import CATALOG, COUNTER
-from deploy import node
+from deploy import localnet, node
 from tests.e2e.client import NodeClient
 from tests.helpers import wait_for
 
@@ -189,3 +189,22 @@ def test_websocket_calls_are_counted_by_method_and_status(net):
     for method, status in (("process_health", "200"), ("file_info", "404")):
         assert value(after, "bitdust_api_requests_total", method=method, status=status) \
             - value(before, "bitdust_api_requests_total", method=method, status=status) == 1, (method, status)
+
+
+def test_packets_that_cannot_go_out_are_counted_by_command(localnet_nodes, customer):
+    gone = NodeClient.from_listing(localnet.add(localnet_nodes.root))
+    status, doc = gone.call("identity_create", username="metrics-gone")
+    assert status == 200, doc
+    target = doc["result"]["global_id"]
+    node.stop(gone.home)  # its identity stays on node-0's identity server: the ping is sent, and fails
+    before = scrape(customer)
+    status, _ = customer.call("user_ping", user_id=target, timeout=2)
+    assert status != 200
+    after = scrape(customer)
+    moved = {s.labels["command"]: s.value for s in after["bitdust_transport_send_failures"].samples
+             if s.name.endswith("_total")}
+    was = {s.labels["command"]: s.value for s in before["bitdust_transport_send_failures"].samples
+           if s.name.endswith("_total")}
+    assert sum(moved.values()) > sum(was.values()), (was, moved)
+    assert value(after, "bitdust_transport_failures_total", direction="out") \
+        > value(before, "bitdust_transport_failures_total", direction="out")

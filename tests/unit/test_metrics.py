@@ -89,6 +89,7 @@ def test_transport_samples_have_no_peer_labels():
     stats.sent("http://a/alice.xml", 100, "Data")
     stats.received("http://b/bob.xml", 40, "Ack")
     stats.dropped("bad_signature", 10, known_sender=False)
+    stats.send_failed("peer_offline", "Data")
     link = SimpleNamespace()
     gateway = SimpleNamespace(stats=stats, transports=[SimpleNamespace(proto="tcp", links=lambda: [link, link])],
                               presence=SimpleNamespace(items=lambda: [("http://a/alice.xml", "CONNECTED")]))
@@ -96,6 +97,7 @@ def test_transport_samples_have_no_peer_labels():
     assert ({"direction": "out", "command": "Data"}, 1) in samples["bitdust_transport_packets_total"]
     assert ({"direction": "in", "reason": "bad_signature"}, 1) in samples["bitdust_transport_failures_total"]
     assert samples["bitdust_transport_connections"] == [({"protocol": "tcp"}, 2)]
+    assert samples["bitdust_transport_send_failures_total"] == [({"command": "Data"}, 1)]
     for name, items in samples.items():
         for labels, _ in items:
             assert set(labels) == set(BY_NAME[name].labels)
