@@ -88,7 +88,8 @@ class EngineRpc:
             return await asyncio.wait_for(self._exchange(head.encode() + payload), timeout)
         except asyncio.TimeoutError:
             raise engine_down(f"{method} took more than {timeout:g}s") from None
-        except OSError as err:
+        except (OSError, asyncio.IncompleteReadError) as err:
+            # Refused, reset, or the engine died mid-answer (kill -9): down, the caller may retry.
             raise engine_down(str(err) or type(err).__name__) from None
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:

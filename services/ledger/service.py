@@ -195,6 +195,12 @@ class LedgerService(ServiceBase):
     async def _follow_received(self) -> None:
         received, cursor = await self.chain.since(self._cursor)
         first = self._cursor is None
+        if first:
+            # After a restart: what came before is listed again by `blockchain_info`, newest first.
+            for item in [t for t in received if int(t.get("confirmations", 0)) > 0][-MAX_RECENT:]:
+                transfer = await self.chain.transfer(str(item.get("txid")), int(item.get("confirmations", 0)))
+                if transfer is not None and transfer.recipient == self.chain.address:
+                    self.recent.appendleft(transfer.to_dict())
         self._cursor = cursor if not received or all(t.get("confirmations", 0) > 0 for t in received) else self._cursor
         for item in received:
             txid = str(item.get("txid"))
@@ -204,7 +210,7 @@ class LedgerService(ServiceBase):
             while len(self._seen) > 4096:
                 self._seen.popitem(last=False)
             if first and int(item.get("confirmations", 0)) > 0:
-                continue  # from before this process started: shown by blockchain_info, not announced
+                continue  # from before this process started: shown (below), not announced again
             transfer = await self.chain.transfer(txid, int(item.get("confirmations", 0)))
             if transfer is None or transfer.recipient != self.chain.address:
                 continue
