@@ -39,6 +39,8 @@ class Billing:
         for record in store.records():
             self.book.apply(record)
         self._pool_checked: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._unpayable: set[tuple[str, int]] = set()
+        """Periods we could not pay (warned once each; retried every round)."""
 
     # ---- following the chain ------------------------------------------------------------------
 
@@ -171,7 +173,9 @@ class Billing:
             txid, signed = await self.chain.build(contract.supplier, contract.period_amount,
                                                   Payload(market.PAYMENT_OPERATION, data))
         except ConflictError as err:
-            log.warning("cannot pay period %d of %s: %s", period, contract.contract_id, err.message)
+            if (contract.contract_id, period) not in self._unpayable:
+                self._unpayable.add((contract.contract_id, period))
+                log.warning("cannot pay period %d of %s yet: %s", period, contract.contract_id, err.message)
             return None
         if not self.store.add_intent(contract.contract_id, period, txid, signed):
             return None
