@@ -17,7 +17,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from common import ids, ledger_engine, network_config
+from common import ids, ledger_engine, network_config, subjects
 from common.endpoint import endpoint
 from common.fsutil import atomic_write
 from common.errors import InvalidArgumentError, NodeError, NotFoundError, UnavailableError
@@ -44,6 +44,8 @@ RECEIVED_EVENT = "blockchain-transaction-received"
 SERVICES = ("service_bismuth_node", "service_bismuth_wallet", "service_bismuth_blockchain")
 ENABLED_OPTION = "services/bismuth-blockchain/enabled"
 ALREADY_ADDED = -23
+IDENTITY_EVENTS = ("local-identity-created", "local-identity-recovered", "local-identity-erased")
+"""A new identity means a new wallet key: derived and imported at the next round."""
 
 
 class LedgerService(ServiceBase):
@@ -67,15 +69,30 @@ class LedgerService(ServiceBase):
         self._seeds_checked = 0.0
         self._task: asyncio.Task[Any] | None = None
         self._wake = asyncio.Event()
+        self._subscriptions: list[Any] = []
         self._foundation: list[str] = []
         self._foundation_read = float("-inf")
 
     async def start(self) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._wake.set)
         atomic_write(ledger_engine.pid_file(self.ctx.home), str(os.getpid()).encode())
+        for event_id in IDENTITY_EVENTS:
+            self._subscriptions.append(await self.ctx.bus.nc.subscribe(subjects.event(event_id),
+                                                                       cb=self._on_identity))
         self._task = asyncio.create_task(self._upkeep())
 
+    async def _on_identity(self, _msg: Any) -> None:
+        # The old key stays in the wallet (its coins are not lost); the new identity's key is used from now on.
+        self.chain.address = None
+        self._record_published = False
+        self._wake.set()
+
     async def stop(self) -> None:
+        for sub in self._subscriptions:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the bus may be closing
+                pass
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
