@@ -64,6 +64,8 @@ FAULTY_BACKOFF = 60.0
 STATUS_TIMEOUT = 8.0
 CROSS_CHECK_EVERY = 30.0
 """Seconds between a member's questions to a second broker about the last link it consumed."""
+MAX_UNVOUCHED = 10_000
+"""Entries signed only by former brokers a member holds while waiting for a current broker's link over them."""
 MAX_ACKED = 1000
 """Acknowledged links a member keeps per group (its latest messages) to check against the queue."""
 CHECKED_FRESH = 60.0
@@ -172,6 +174,8 @@ class Groups:
         self.cross_check_every = CROSS_CHECK_EVERY
         self._cross_checked: dict[str, float] = {}
         self._checks: set[asyncio.Task[bool]] = set()
+        self._unvouched: dict[str, list[tuple[Entry, Link, envelope.Sealed]]] = {}
+        """Group -> checked entries after our position whose links only former brokers signed (so far)."""
         self._acked: dict[str, dict[int, Link]] = {}
         """Group -> seq -> the signed link a broker acknowledged one of our messages with (the latest few)."""
 
@@ -222,6 +226,7 @@ class Groups:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.store.set_joined(group, False, self.clock())
+        self._unvouched.pop(group, None)
         machine = self.machine(group)
         broker = machine.active_broker
         machine.fire("disconnect")
@@ -333,11 +338,20 @@ class Groups:
 
     def _fetch_request(self, group: str, cert: dict[str, str], proof: str, wait: float) -> dict[str, Any]:
         """A fetch after our last consumed entry, naming its link (a broker shows a fork, or chains from it)."""
+        after, link, link_hash = self._place(group)
+        return request("fetch", group, cert=cert, proof=proof, after=after, wait=wait, after_hash=link_hash or "",
+                       after_link=link)
+
+    def _place(self, group: str) -> tuple[int, dict[str, Any] | None, str | None]:
+        """Where we are in the queue: (seq, its link, the hash the next link names), entries kept
+        while no current broker vouches for them included."""
+        pending = self._unvouched.get(group)
+        if pending:
+            return pending[-1][0].seq, pending[-1][1].wire(), pending[-1][1].hash()
         record = self.store.get(group)
         if record is None:
             raise NotFoundError(f"group {group} was not found", reason="group_not_found")
-        return request("fetch", group, cert=cert, proof=proof, after=record.last_seq, wait=wait,
-                       after_hash=record.last_hash() or "", after_link=record.last_link)
+        return record.last_seq, record.last_link, record.last_hash()
 
     async def _take(self, group: str, broker: str, position: int, answer: dict[str, Any],
                     brokers: list[tuple[int, str]]) -> None:
@@ -355,11 +369,11 @@ class Groups:
 
     async def _check_fork(self, group: str, evidence: Any, brokers: list[tuple[int, str]]) -> None:
         """A broker says it holds another link at our last place: raise the fork, naming who signed both."""
-        record = self.store.get(group)
+        after, link, _ = self._place(group)
         theirs = Link.from_wire(evidence)
-        if record is None or not record.last_link or theirs.group != group or theirs.seq != record.last_seq:
+        if not link or theirs.group != group or theirs.seq != after:
             raise ChainError(BAD_LINK, "fork evidence for another place")
-        mine = Link.from_wire(record.last_link)
+        mine = Link.from_wire(link)
         if theirs.hash() == mine.hash() or not await self._signed_by_broker(theirs, brokers):
             raise ChainError(BAD_LINK, "fork evidence that proves nothing")
         # Two links for one place, both signed by brokers of the group: whoever signed both equivocated;
@@ -462,23 +476,41 @@ class Groups:
         record = self.store.get(group)
         if record is None:
             return 0
-        fresh, replays = in_order(record.last_seq, entries)
+        pending = self._unvouched.pop(group, [])
+        last_hash: str | None
+        if pending:
+            last_seq, last_hash = pending[-1][0].seq, pending[-1][1].hash()
+        else:
+            last_seq, last_hash = record.last_seq, record.last_hash()
+        fresh, replays = in_order(last_seq, entries)
         if replays:
             self.dropped["replayed"] += replays
         if brokers is None:
             brokers = await self.net.brokers(record.creator)
-        # The chain first, in order and cheap: the entries up to the first one that breaks it are taken.
+        # The chain first, in order: the entries up to the first one that breaks it are taken. A link
+        # signed by a broker that no longer serves the group (replaced since) is taken once a later link
+        # signed by a current broker chains over it: that signature covers every hash before it.
         checked: list[tuple[Entry, Link, envelope.Sealed]] = []
+        vouched: list[tuple[Entry, Link, envelope.Sealed]] = pending
         fault: ChainError | None = None
-        last_seq, last_hash = record.last_seq, record.last_hash()
         for entry in fresh:
             try:
-                link, sealed = await self._check_link(group, entry, last_seq, last_hash, brokers, record.creator)
+                link, sealed, current = await self._check_link(group, entry, last_seq, last_hash, brokers,
+                                                               record.creator)
             except ChainError as err:
                 fault = err
                 break
-            checked.append((entry, link, sealed))
+            vouched.append((entry, link, sealed))
+            if current:
+                checked += vouched
+                vouched = []
             last_seq, last_hash = entry.seq, link.hash()
+        if fault is None and vouched:
+            if len(vouched) > MAX_UNVOUCHED:
+                fault = ChainError(BAD_LINK, f"{len(vouched)} entries that no current broker signed over")
+            else:  # kept, and fetched after: the next link a current broker signs vouches for them
+                self._unvouched[group] = vouched
+        for entry, link, _ in checked:
             acked = self._acked.get(group, {}).pop(entry.seq, None)
             if acked is not None and acked.hash() != link.hash():
                 # A broker acknowledged our message at this number, and the history holds another one.
@@ -503,8 +535,9 @@ class Groups:
         return new
 
     async def _check_link(self, group: str, entry: Entry, last_seq: int, last_hash: str | None,
-                          brokers: list[tuple[int, str]], creator: str) -> tuple[Link, envelope.Sealed]:
-        """The entry's link and sealed message when it continues our chain; raises `ChainError`."""
+                          brokers: list[tuple[int, str]], creator: str) -> tuple[Link, envelope.Sealed, bool]:
+        """The entry's link and sealed message when it continues our chain, and whether a current broker
+        signed the link (False: its signer serves the group no more); raises `ChainError`."""
         if entry.link is None:
             raise ChainError(BAD_LINK, f"entry {entry.seq} has no link")
         link = Link.from_wire(entry.link)
@@ -515,9 +548,11 @@ class Groups:
         follows(link, group, entry.seq, entry.message_id, entry.sender, sealed.digest(), last_seq, last_hash)
         if link.broker not in [b for _, b in brokers]:
             brokers = await self.net.brokers(creator, refresh=True)
+            if link.broker not in [b for _, b in brokers]:
+                return link, sealed, False
         if not await self._signed_by_broker(link, brokers):
-            raise ChainError(BAD_LINK, f"the link of entry {entry.seq} is not signed by a broker of the group")
-        return link, sealed
+            raise ChainError(BAD_LINK, f"the link of entry {entry.seq} is not signed by its broker")
+        return link, sealed, True
 
     async def _signed_by_broker(self, link: Link, brokers: list[tuple[int, str]]) -> bool:
         if link.broker not in [b for _, b in brokers]:

@@ -25,6 +25,7 @@ CAROL = "http://127.0.0.1:8084/carol.xml"
 EVE = "http://127.0.0.1:8084/eve.xml"
 B0 = "http://127.0.0.1:8084/broker0.xml"
 B1 = "http://127.0.0.1:8084/broker1.xml"
+B2 = "http://127.0.0.1:8084/broker2.xml"
 GROUP = "group_0123456789abcdef$alice@127.0.0.1_8084"
 
 

@@ -19,7 +19,7 @@ from services.messaging.broker import request
 from services.messaging.chain import Link
 from services.messaging.groups import CONNECTED, OFFLINE, REFUSED
 from tests.unit.sealing import seal
-from tests.unit.test_messaging_broker import B0, B1, BOB, CAROL, CREATOR, GROUP, Member, World, _broker, _joined
+from tests.unit.test_messaging_broker import B0, B1, B2, BOB, CAROL, CREATOR, GROUP, Member, World, _broker, _joined
 
 __all__ = ["world"]
 
@@ -176,6 +176,23 @@ async def test_a_broker_that_drops_an_acknowledged_message_is_caught_by_its_prod
     await alice.groups._poll(GROUP, wait=0)
     assert alice.ids() == ["m0", "instead of m1"]
     assert alice.groups.faults[(GROUP, B0, "fork")] == 1
+
+
+async def test_a_member_joining_after_a_broker_was_replaced_reads_the_history(world: World, tmp_path: Path):
+    """Links signed by a former broker count once a current broker's link chains over them."""
+    alice, = await _joined(world, tmp_path, CREATOR)
+    await _three_sent(world, alice)  # numbered and signed by B0
+    world.hired = [(0, B2), (1, B1)]  # B0 left the group; B2 took its place and copies the queue from B1
+    _broker(world, tmp_path, B2)
+    carol, = await _joined(world, tmp_path, CAROL)
+    await carol.groups._poll(GROUP, wait=0)
+    assert carol.ids() == [] and not carol.groups.faults  # held: nobody serving the group signed over them yet
+    await carol.groups._poll(GROUP, wait=0)  # asks after them, nothing is served twice
+    assert carol.ids() == [] and not carol.groups.faults
+    await alice.groups.send(GROUP, {"text": "m3"})  # numbered by B2, chained over B0's links
+    await carol.groups._poll(GROUP, wait=0)
+    assert carol.ids() == ["m0", "m1", "m2", "m3"] and not carol.groups.faults
+    assert carol.groups.store.get(GROUP).last_seq == 3  # type: ignore[union-attr]
 
 
 async def test_links_name_the_previous_link_and_are_signed_by_the_numbering_broker(world: World, tmp_path: Path):
