@@ -8,6 +8,10 @@ to WebSocket clients.
 A queue packet for this node itself (a member that is also one of its group's brokers, a creator
 that hired itself) never reaches the transport, which refuses to connect a node to itself: it
 goes to `local`, the broker of this process, as the same JSON document with us as its creator.
+
+A member's standing long poll to its group's broker (a `fetch` that waits) is no packet in flight
+for the user: its packet id starts with `idle_ping:` (`IDLE_PACKET_PREFIX`), the mark the reference
+engine gives such polls and its clients skip in `packets_list` while they wait for it to be empty.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import asyncio
 import time
 from typing import Any, Awaitable, Callable
 
-from common import codec, subjects
+from common import codec, packet, subjects
 from common.bus import Bus
 from common.errors import DeadlineError, InvalidArgumentError, NodeError, NotFoundError
 from common.rsa_public import CryptoError, b64, load_public_key, unb64
@@ -32,6 +36,13 @@ BROKER_POSITIONS = 3
 """Positions read from the DHT (the reference engine's REQUIRED_BROKERS_COUNT)."""
 BROKERS_LAYER = 7
 """The DHT layer message brokers announce themselves on (services/dht/layers.py MESSAGE_BROKERS)."""
+IDLE_PACKET_PREFIX = "idle_ping:"
+
+
+def is_long_poll(payload: dict[str, Any]) -> bool:
+    """Whether a queue packet is a member's standing poll: a `fetch` the broker holds while idle."""
+    wait = payload.get("wait")
+    return payload.get("queue") == "fetch" and isinstance(wait, (int, float)) and wait > 0
 
 
 class BusPeers:
@@ -127,14 +138,14 @@ class BusPeers:
     # ---- transport ---------------------------------------------------------------------------------
 
     async def deliver(self, recipient: str, payload: dict[str, Any], ping_timeout: float,
-                      ack_timeout: float) -> dict[str, Any]:
+                      ack_timeout: float, packet_id: str | None = None) -> dict[str, Any]:
         """Send a `Message` packet and return the reply; ping first when the peer is not connected."""
         if ping_timeout > 0 and not self.contacts.connected(recipient):
             await self.ping(recipient, ping_timeout)
         # `timeout` is both a parameter of `transport.send` and of the bus call: pass it in the request.
         reply = await self.bus.call(subjects.internal("transport", "send"),
                                     {"remote_idurl": recipient, "command": "Message", "payload": payload,
-                                     "timeout": ack_timeout}, timeout=ack_timeout + 5)
+                                     "timeout": ack_timeout, "packet_id": packet_id}, timeout=ack_timeout + 5)
         return dict(reply)
 
     async def presence_snapshot(self) -> list[tuple[str, str]]:
@@ -171,7 +182,8 @@ class BusPeers:
             except asyncio.TimeoutError:
                 raise DeadlineError(f"our own broker did not answer in {timeout:g} s", reason="timeout") from None
             return {"command": reply.get("command"), "payload": reply.get("payload")}
-        return await self.deliver(idurl, payload, 0, timeout)
+        packet_id = IDLE_PACKET_PREFIX + packet.new_packet_id() if is_long_poll(payload) else None
+        return await self.deliver(idurl, payload, 0, timeout, packet_id)
 
     async def brokers(self, creator: str, refresh: bool = False) -> list[tuple[int, str]]:
         """(position, broker IDURL) from the creator's signed `message_broker` records, cached a while."""
