@@ -169,7 +169,7 @@ def setup_group(clients: list[NodeClient]) -> tuple[str, list[NodeClient], list[
         creator.ok("group_share", group_key_id=group, trusted_user_id=_gid(member))
         member.ok("group_join", group_key_id=group)
     for member in members:
-        while member.ok("group_info", group_key_id=group)["state"] != "IN_SYNC!":
+        while member.ok("group_info", group_key_id=group)["state"] != "CONNECTED":
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{member.name} did not connect to the group")
             time.sleep(0.5)

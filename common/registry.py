@@ -1,4 +1,6 @@
-"""The one registry of the 124 API methods: routes, owners, parameters, types, defaults.
+"""The one registry of the API methods: routes, owners, parameters, types, defaults.
+
+The 124 methods of the specification, and `queue_streams_list` of the reference engine (125).
 
 Built from `api_methods.json` (a copy of the API specification). The gateway routes and
 validates with it, `/openapi.json` is generated from it, processes learn which methods they own

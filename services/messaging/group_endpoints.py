@@ -25,6 +25,7 @@ from common.process import ServiceBase
 from common.values import as_bool
 from services.messaging.broker import PRIMARY
 from services.messaging.group_store import GroupRecord
+from services.messaging.groups import DISCONNECTED, IN_SYNC
 from services.messaging.membership import alias_of, check_group_id, creator_of
 from services.messaging.queue_store import CONSUMER, PRODUCER
 from common.ids import idurl_to_global_id, idurl_of
@@ -79,22 +80,44 @@ class GroupEndpoints(ServiceBase):
             raise
         return group, dict(info)
 
-    def _item(self, group: str, key: dict[str, Any] | None, record: GroupRecord | None) -> dict[str, Any]:
-        """A `groups_list` item with the reference's fields, and where the member is in the queue."""
+    def _item(self, group: str, key: dict[str, Any] | None, record: GroupRecord | None,
+              me: str = "") -> dict[str, Any]:
+        """A `groups_list` item with the reference's participant fields, and where the member is in the queue.
+
+        The state is the member machine's while the group is joined (CONNECTED when in sync);
+        DISCONNECTED for a group known here but not followed (created, left); CLEANED when only
+        its key is left. The active queue is named as brokers name it in `queues_list`.
+        """
         machine = self.groups.members.get(group)
-        state = machine.state if machine is not None else "DISCONNECTED"
+        joined = bool(record and record.joined)
+        if record is None:
+            state = "CLEANED"
+        elif joined and machine is not None:
+            state = machine.state
+        else:
+            state = DISCONNECTED
         label = (record.label if record else "") or (key or {}).get("label") or ""
         key_info = {k: v for k, v in (key or {}).items() if k not in ("signature", "signature_pubkey")}
+        broker = machine.active_broker if machine is not None and joined else ""
+        creator_id = idurl_to_global_id(creator_of(group))
         return {
-            "active": bool(record and record.joined and state == "IN_SYNC!"),
+            "active": joined and state == IN_SYNC,
             "alias": alias_of(group),
             "group_key_id": group,
             "group_key_info": key_info,
             "label": label if label != group else "",
             "last_sequence_id": record.last_seq if record else -1,
             "state": state,
-            "joined": bool(record and record.joined),
-            "creator": creator_of(group),
+            "joined": joined,
+            "participant_id": idurl_to_global_id(me) if me else None,
+            "creator": creator_id,
+            "creator_idurl": creator_of(group),
+            "active_supplier_pos": machine.position if machine is not None and broker else None,
+            "active_supplier_id": idurl_to_global_id(broker) if broker else None,
+            "active_queue_id": f"{alias_of(group)}&{creator_id}&{idurl_to_global_id(broker)}" if broker else None,
+            "sequence_head": machine.sequence_head if machine is not None else None,
+            "sequence_tail": machine.sequence_tail if machine is not None else None,
+            "sequence_count": machine.sequence_count if machine is not None else 0,
         }
 
     # ---- groups ----------------------------------------------------------------------------------
@@ -139,7 +162,7 @@ class GroupEndpoints(ServiceBase):
             own = creator_of(group) == me
             if (own and not mine) or (not own and not granted):
                 continue
-            item = self._item(group, key, self.group_store.get(group))
+            item = self._item(group, key, self.group_store.get(group), me)
             if active and not item["active"]:
                 continue
             found.append(item)
@@ -149,7 +172,7 @@ class GroupEndpoints(ServiceBase):
     async def group_info(self, group_key_id: str) -> dict[str, Any]:
         group, key = await self._group_key(group_key_id)
         record = self.group_store.get(group)
-        item = self._item(group, key, record)
+        item = self._item(group, key, record, await self._my_idurl())
         machine = self.groups.members.get(group)
         brokers = await self.peers.brokers(creator_of(group))
         item.update({
@@ -190,7 +213,7 @@ class GroupEndpoints(ServiceBase):
                 log.warning("brokers for %s not hired: %s", group, err.reason)
         label = key.get("label") if key.get("label") != group else ""
         record = await self.groups.join(group, str(label or ""), creator, wait=as_bool(wait_result, "wait_result"))
-        item = self._item(group, key, record)
+        item = self._item(group, key, record, me)
         await self.ctx.bus.publish_event("group-joined", {"group_key_id": group})
         return Reply(item, f"group {group} joined" if item["active"] else f"group {group} is connecting")
 
@@ -224,7 +247,7 @@ class GroupEndpoints(ServiceBase):
             raise ConflictError(f"group {group} is not joined", reason="group_not_joined")
         await self.groups.leave(group)
         record = await self.groups.join(group, record.label, record.creator)
-        item = self._item(group, key, record)
+        item = self._item(group, key, record, await self._my_idurl())
         return Reply(item, f"group {group} reconnected")
 
     @endpoint()
@@ -304,6 +327,22 @@ class GroupEndpoints(ServiceBase):
             state = "DEGRADED" if connected else "NO_BROKER_ANSWERS"
         return [{"customer_id": idurl_to_global_id(me), "customer_idurl": me, "state": state,
                  "groups": [r.group_key_id for r in groups], "brokers": checked}]
+
+    @endpoint()
+    async def queue_streams_list(self) -> list[dict[str, Any]]:
+        """The group message streams this node serves as a broker, as the reference lists them.
+
+        One per queue: its consumers' and producers' ids, the last sequence id numbered, and
+        `active` while members follow the stream here or this broker numbers it (primary), rather
+        than only keeping a replica.
+        """
+        consumers, producers = self.broker.peers(CONSUMER), self.broker.peers(PRODUCER)
+        return [{"queue_id": q["queue_id"], "group_key_id": q["group_key_id"],
+                 "active": q["role"] == PRIMARY or q["consumers"] > 0,
+                 "consumers": [c["consumer_id"] for c in consumers if c["group_key_id"] == q["group_key_id"]],
+                 "producers": [p["producer_id"] for p in producers if p["group_key_id"] == q["group_key_id"]],
+                 "sequence_id": q["last_sequence_id"]}
+                for q in await self.broker.queues(await self._my_idurl())]
 
     @endpoint()
     async def queue_peddlers_list(self) -> list[dict[str, Any]]:

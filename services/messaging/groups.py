@@ -76,7 +76,10 @@ HIRE_RETRY = 15.0
 """Seconds between a creator's attempts to fill broker positions still empty (few brokers announced yet)."""
 PERMANENT = frozenset({"not_member", "bad_certificate", "forged_sender", "too_large", "malformed"})
 
-IN_SYNC = "IN_SYNC!"
+# A member's states, named as the reference engine's group participant names them: its clients wait
+# for CONNECTED. SUPPLIERS? reads the brokers (the group's "suppliers") from the DHT, SUBSCRIBE! asks one.
+AT_STARTUP, LOOKUP, SUBSCRIBE, IN_SYNC, DISCONNECTED = "AT_STARTUP", "SUPPLIERS?", "SUBSCRIBE!", "CONNECTED", \
+    "DISCONNECTED"
 CONNECTED, OFFLINE, REFUSED = "CONNECTED", "OFFLINE", "REFUSED"
 """What a creator's check of one of its brokers found (queue_keepers_list)."""
 _FORGED = object()
@@ -115,15 +118,16 @@ class GroupsNet(Protocol):
 class GroupMember(Automat):
     """One joined group: finding its brokers, connecting to the queue, following it."""
 
-    initial = "DISCONNECTED"
+    initial = AT_STARTUP
     transitions = {
-        ("DISCONNECTED", "connect"): "DHT_READ",
-        ("DHT_READ", "brokers-found"): "QUEUE?",
-        ("QUEUE?", "queue-connected"): IN_SYNC,
-        ("QUEUE?", "brokers-not-found"): "DHT_READ",
-        (IN_SYNC, "broker-failed"): "QUEUE?",
-        (IN_SYNC, "brokers-not-found"): "DHT_READ",
-        ("*", "disconnect"): "DISCONNECTED",
+        (AT_STARTUP, "connect"): LOOKUP,
+        (DISCONNECTED, "connect"): LOOKUP,
+        (LOOKUP, "brokers-found"): SUBSCRIBE,
+        (SUBSCRIBE, "queue-connected"): IN_SYNC,
+        (SUBSCRIBE, "brokers-not-found"): LOOKUP,
+        (IN_SYNC, "broker-failed"): SUBSCRIBE,
+        (IN_SYNC, "brokers-not-found"): LOOKUP,
+        ("*", "disconnect"): DISCONNECTED,
     }
 
     def __init__(self, group: str, registry: AutomatRegistry | None):
@@ -134,6 +138,17 @@ class GroupMember(Automat):
         self.consumers: list[str] = []
         self.producers: list[str] = []
         self.last_error = ""
+        self.sequence_head: int | None = None
+        """The first sequence id consumed since this machine started; `sequence_tail` the last."""
+        self.sequence_tail: int | None = None
+        self.sequence_count = 0
+
+    def consumed(self, seq: int) -> None:
+        """One more entry of the queue taken, in order."""
+        if self.sequence_head is None:
+            self.sequence_head = seq
+        self.sequence_tail = seq
+        self.sequence_count += 1
 
 
 class Groups:
@@ -208,6 +223,7 @@ class Groups:
         self.store.upsert(group, label, creator, self.clock())
         self.store.set_joined(group, True, self.clock())
         if wait and self.machine(group).state != IN_SYNC:
+            self.machine(group).fire("connect")  # so that an answered poll leaves it CONNECTED at once
             with contextlib.suppress(NodeError):
                 await self._poll(group, wait=0)
         self._start(group)
@@ -294,7 +310,7 @@ class Groups:
         record = self.store.get(group)
         if record is None:
             raise NotFoundError(f"group {group} was not found", reason="group_not_found")
-        brokers = await self.net.brokers(record.creator, refresh=machine.state == "DHT_READ")
+        brokers = await self.net.brokers(record.creator, refresh=machine.state == LOOKUP)
         if len(brokers) < self.positions() and record.creator == await self.net.my_idurl() \
                 and time.monotonic() - self._hired_at > HIRE_RETRY:
             self._hired_at = time.monotonic()
@@ -530,6 +546,7 @@ class Groups:
                 new += 1
                 await self.on_new(result)
             self.store.advance(group, entry.seq, link.wire())
+            self.machine(group).consumed(entry.seq)
         if fault is not None:
             raise fault
         return new

@@ -339,11 +339,36 @@ class MessagingService(GroupEndpoints, ServiceBase):
     @endpoint()
     async def message_conversations_list(self, message_types: Any = None, offset: Any = 0,
                                          limit: Any = 100) -> list[dict[str, Any]]:
+        """Conversations, the most recently updated first; every group whose key is held is one.
+
+        As in the reference engine, creating or receiving a group key opens its conversation: a
+        group with no message yet is listed last, with `messages` 0 and no date (0).
+        """
         self._require(HISTORY_OPTION, "service_message_history")
         start, count = _count(offset, "offset", 10**9), _count(limit, "limit", MAX_LIMIT)
-        items = self.store.conversations(_message_types(message_types), start, count)
+        types = _message_types(message_types)
+        items = self.store.conversations(types, 0, start + count)
+        if not types or "group_message" in types:
+            items = sorted(items + await self._empty_group_conversations(), key=lambda i: i["last_updated"],
+                           reverse=True)
         aliases = dict(self.store.friends())
-        return [self._conversation(item, aliases) for item in items]
+        return [self._conversation(item, aliases) for item in items[start:start + count]]
+
+    async def _empty_group_conversations(self) -> list[dict[str, Any]]:
+        """A conversation item for each group key held here whose conversation has no message yet."""
+        try:
+            keys = await self.peers.identity_call("keys_list", timeout=10)
+        except NodeError:
+            return []  # the identity process is away: the groups with messages are still listed
+        talked = self.store.conversation_ids("group_message")
+        found = []
+        for key in keys or []:
+            group = str(key.get("key_id") or "")
+            if not str(key.get("alias") or "").startswith("group_") or group in talked:
+                continue
+            found.append({"conversation_id": group, "msg_type": "group_message", "peer": group, "started": 0,
+                          "last_updated": 0, "messages": 0, "last_message_id": ""})
+        return found
 
     def _conversation(self, item: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
         peer = item["peer"]

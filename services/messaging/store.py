@@ -247,6 +247,11 @@ class MessageStore:
             items.append(dict(row, last_message_id=last[0] if last else ""))
         return items
 
+    def conversation_ids(self, msg_type: str) -> set[str]:
+        """The conversations of one message type that hold at least one message."""
+        rows = self.db.execute("SELECT DISTINCT conversation_id FROM messages WHERE msg_type=?", (msg_type,))
+        return {str(row[0]) for row in rows}
+
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT direction, state, COUNT(*) FROM messages GROUP BY direction, state")
         return {f"{direction}_{state}": count for direction, state, count in rows}

@@ -102,7 +102,7 @@ def group(localnet_nodes, identities) -> Group:
         joined = client.ok("group_join", group_key_id=key_id)
         assert joined["group_key_id"] == key_id
     for client in [creator, *members]:
-        wait_for(lambda c=client: c.ok("group_info", group_key_id=key_id)["state"] == "IN_SYNC!", timeout=60,
+        wait_for(lambda c=client: c.ok("group_info", group_key_id=key_id)["state"] == "CONNECTED", timeout=60,
                  interval=0.3, what=f"{client.name} in sync")
     return Group(key_id, creator, members, brokers, outsider)
 
@@ -198,7 +198,7 @@ def test_group_reconnect(group):
     member = group.members[2]
     reconnected = member.ok("group_reconnect", group_key_id=group.key_id)
     assert reconnected["group_key_id"] == group.key_id
-    wait_for(lambda: member.ok("group_info", group_key_id=group.key_id)["state"] == "IN_SYNC!", timeout=60,
+    wait_for(lambda: member.ok("group_info", group_key_id=group.key_id)["state"] == "CONNECTED", timeout=60,
              interval=0.3, what="reconnected member in sync")
     sent = [_send(group.members[0], group.key_id, {"after_reconnect": True})["message_id"]]
     _all_have(group, sent)

@@ -272,17 +272,17 @@ def test_proof_payload_names_the_member():
 async def test_member_machine_follows_its_brokers(world: World, tmp_path: Path):
     alice, bob = await _joined(world, tmp_path, CREATOR, BOB)
     machine = bob.groups.machine(GROUP)
-    assert machine.state == "DISCONNECTED"
+    assert machine.state == "AT_STARTUP"
     machine.fire("connect")
     with pytest.raises(UnavailableError):
         await bob.groups._poll(GROUP, wait=0)  # nobody hired yet
-    assert machine.state == "DHT_READ"
+    assert machine.state == "SUPPLIERS?"
     await alice.groups.ensure_brokers(CREATOR, 2)
     await bob.groups._poll(GROUP, wait=0)
-    assert (machine.state, machine.active_broker, machine.position) == ("IN_SYNC!", B0, 0)
+    assert (machine.state, machine.active_broker, machine.position) == ("CONNECTED", B0, 0)
     world.down = {B0, B1}
     with pytest.raises(UnavailableError):
         await bob.groups._poll(GROUP, wait=0)
-    assert machine.state == "QUEUE?" and machine.last_error == "unavailable"
+    assert machine.state == "SUBSCRIBE!" and machine.last_error == "unavailable"
     await bob.groups.leave(GROUP)
     assert machine.state == "DISCONNECTED" and not bob.groups.store.get(GROUP).joined  # type: ignore[union-attr]
