@@ -71,17 +71,19 @@ def _tcp_port_busy(port: int) -> bool:
     return False
 
 
-def _network(offset: int, layout: netns.Layout | None = None, count: int = 1) -> network_config.NetworkConfig:
+def _network(offset: int, layout: netns.Layout | None = None, count: int = 1,
+             index: int = 0) -> network_config.NetworkConfig:
     seed_ports = node_ports(0, offset)
     seed = layout.address(0) if layout else "127.0.0.1"
     return network_config.NetworkConfig(
         NETWORK_NAME,
         identity_servers=[f"{seed}:{ID_SERVER_PORT + offset}"],
         dht_seeds=[f"{seed}:{seed_ports['services/entangled-dht/udp-port']}"],
-        # Every engine dials every other: each then has inbound links, the only ones its engine relays
-        # transactions on at once (whitelisted); over its outbound links it waits 2 s on average.
+        # Node 0's engine dials every other and every other dials node 0's: each engine then has an inbound
+        # link, the only kind it relays a transaction on at once (whitelisted; an outbound link waits 2 s on
+        # average), and a transfer crosses two links through node 0.
         ledger_seeds=[f"{layout.address(i) if layout else '127.0.0.1'}:{node_ports(i, offset)[P2P_PORT]}"
-                      for i in range(count)],
+                      for i in (range(1, count) if index == 0 else [0])],
     )
 
 
@@ -129,7 +131,7 @@ def prepare_node(root: Path, index: int, offset: int = 0, layout: netns.Layout |
         options["services/identity-server/host"] = layout.address(0) if layout else "127.0.0.1"
         roles = ["id-server", "dht-seed"]
     ConfigStore(home.options_file).set_many(options)
-    network_config.save(home.networks_dir, _network(offset, layout, max(count, index + 1)))
+    network_config.save(home.networks_dir, _network(offset, layout, max(count, index + 1), index))
     return {
         "name": f"node-{index}", "home": str(home.root),
         "api_port": ports["interface/api/rest-http-port"], "ws_port": ports["interface/api/web-socket-port"],
@@ -166,6 +168,11 @@ def add(root: Path, timeout: float = 120) -> dict[str, Any]:
     entry = prepare_node(root, index, offset, layout)
     doc["nodes"].append(entry)
     atomic_write(listing, codec.dumps(doc))
+    # Node 0's engine dials the new one too (its ledger reads the seeds again within seconds).
+    seed_home = NodeHome(Path(doc["nodes"][0]["home"]))
+    seed_network = network_config.load(seed_home.networks_dir, NETWORK_NAME)
+    seed_network.ledger_seeds = _network(offset, layout, index + 1, 0).ledger_seeds
+    network_config.save(seed_home.networks_dir, seed_network)
     node.start(NodeHome(Path(entry["home"])), wait=True, timeout=timeout)
     return entry
 
