@@ -115,6 +115,7 @@ def page(shots: Path) -> Iterator[Page]:
 @pytest.fixture(scope="module")
 def owner(localnet_nodes, identities) -> NodeClient:
     """The node whose page is open: the last one, with its suppliers connected."""
+    localnet_nodes.wait_healthy()
     client = localnet_nodes.nodes[-1]
 
     def connected() -> bool:
@@ -200,10 +201,13 @@ def test_a_message_appears_without_a_reload(logged_in: Page, owner: NodeClient, 
     page = logged_in
     page.view("messages", "#message-feed")
     sender = localnet_nodes.nodes[0]
-    marker = f"hello from the other node {uuid.uuid4().hex[:8]}"
+    # Server data is inserted as text: markup in a peer's message shows as written and runs nothing.
+    marker = f"hello from the other node {uuid.uuid4().hex[:8]} <b>bold</b><img src=x onerror=\"window.pwned=1\">"
     sender.ok("message_send", recipient_id=identities[owner.name]["global_id"], data={"message": marker})
     page.wait(lambda d: marker in page.text("#message-feed"), "the pushed message")
     assert page.driver.execute_script("return window.sameDocument") == "still here"
+    assert not page.driver.find_elements(By.CSS_SELECTOR, "#message-feed b, #message-feed img")
+    assert page.driver.execute_script("return window.pwned") is None
     page.shot("messages")
     assert page.errors() == []
 
