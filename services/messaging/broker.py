@@ -8,10 +8,10 @@ Protocol (payloads of `Message` packets, `{"v": 1, "queue": <verb>, "group": <gr
 answered with Ack / Fail; the transport has proven the packet's creator):
 
     hire       creator -> broker      take the job (refused when service_message_broker is off)
-    produce    member  -> broker      a sealed message; Ack {seq} once it is safely queued
+    produce    member  -> broker      a sealed, signed message; Ack {seq, link} once it is safely queued
     fetch      member  -> broker      entries after `after`, long-polled up to `wait` seconds
     leave      member  -> broker      forget the consumer
-    status     member  -> broker      whether it serves the group now, and its last number (a checked answer)
+    status     member  -> broker      whether it serves the group now, its last number, `fork` evidence
     replicate  broker  -> broker      entries a broker assigned, to be placed at their numbers
     tail       broker  -> broker      committed entries after `after` (a broker catching up)
 
@@ -24,10 +24,11 @@ group for the first time, first copies what the other brokers have beyond its ow
 
 Signatures: a produce must carry its sender's signature (envelope.py), checked here before
 anything is queued. The broker that numbers an entry signs its chain link (chain.py), which
-names the previous link's hash; a replicated or copied entry is placed only when its link is
-signed by a broker of the group, names it, and chains from the link before it here. A fetch
-names the member's last link (`after_hash`, `after_link`): when our link at that place differs,
-the answer carries ours as `fork` evidence, so the member sees that two histories exist.
+names the previous link's hash; a replicated or copied entry (from a broker of the group) is
+placed only when its sender signed it and its link is signed by the broker it names (perhaps a
+former one), names it, and chains from the link before it here. A fetch or status names the
+member's last link (`after_hash`, `after_link`): when our link at that place differs, the answer
+carries ours as `fork` evidence, so the member sees that two histories exist.
 
 Dedupe: a produce whose message id is already queued is acknowledged with its existing number
 (a producer resends an unacknowledged message, with the same id, to the next broker). Members
