@@ -141,6 +141,19 @@ class Billing:
             "earned": float(earned), "spent": float(spent), "debt": float(debt),
         }
 
+    def customer_state(self, customer: str) -> dict[str, Any]:
+        """The state of `customer`'s contracts with us as supplier: the best of them (current or paid
+        first, then overdue, then completed), or `none`."""
+        me = self.chain.address
+        now = self.clock()
+        found = [(c.state(self.book.paid_periods(c.contract_id), now), c.contract_id)
+                 for c in self.book.contracts.values() if c.supplier == me and c.customer == customer]
+        for wanted in (("current", "paid"), ("overdue",), ("completed",)):
+            for state, contract_id in found:
+                if state in wanted:
+                    return {"state": state, "contract_id": contract_id}
+        return {"state": "none", "contract_id": None}
+
     # ---- paying ---------------------------------------------------------------------------------
 
     async def pay_due(self) -> list[tuple[str, int, str]]:

@@ -282,6 +282,18 @@ class LedgerService(ServiceBase):
         }
         return {"states": states, "reason": self.reason}
 
+    @endpoint("customer_contract", internal=True)
+    async def customer_contract(self, customer_idurl: str) -> dict[str, Any]:
+        """The state of a customer's storage contract with this node as supplier (`none` without one):
+        what storage asks when contracts are required (`services/storage/contract_rules.py`)."""
+        self.require_engine()
+        self.chain.require_address()
+        try:
+            customer = await self.resolve_recipient(customer_idurl)
+        except NotFoundError:
+            return {"state": "none", "contract_id": None}
+        return self.billing.customer_state(customer)
+
     # ---- blockchain_* -------------------------------------------------------------------------
 
     @endpoint()

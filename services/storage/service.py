@@ -24,6 +24,7 @@ from common.memory import Trimmer
 from common.process import ProcessContext, ServiceBase
 from common.values import as_bool
 from services.storage.catalog import DIR, Item, split_remote_path
+from services.storage.contract_rules import ContractRules
 from services.storage.customer import Customer
 from services.storage.employer import FIRED
 from services.storage.metrics import StorageMetrics
@@ -44,6 +45,22 @@ RESTORE_PATIENCE = 90.0
 """Seconds a recovered identity waits for its suppliers record and catalog before hiring anew."""
 
 
+REQUIRE_CONTRACT_OPTION = "services/supplier/require-contract"
+OVERDUE_GRACE_OPTION = "services/supplier/overdue-grace"
+
+
+class BusLedger:
+    """The ledger process as `contract_rules` asks it: the state of a customer's contract with us."""
+
+    def __init__(self, ctx: ProcessContext):
+        self.ctx = ctx
+
+    async def contract_state(self, customer_idurl: str) -> str:
+        reply = await self.ctx.bus.call_internal("ledger", "customer_contract", customer_idurl=customer_idurl,
+                                                 timeout=30)
+        return str(reply["state"])
+
+
 class StorageService(SharesEndpoints, ServiceBase):
     """Serves files_*, file_*, shares_*, suppliers_*, customers_*, space_* and transfers_list."""
 
@@ -54,8 +71,10 @@ class StorageService(SharesEndpoints, ServiceBase):
         self.peers = BusPeers(ctx.bus)
         self.customer = Customer(root / "customer", spool, self.peers, ctx.automats, ctx.config.get, self._emit,
                                  set_option=self._set_option)
+        self.contract_rules = ContractRules(BusLedger(ctx), lambda: bool(ctx.config.get(REQUIRE_CONTRACT_OPTION)),
+                                            lambda: float(ctx.config.get(OVERDUE_GRACE_OPTION)))
         self.supplier = SupplierRole(root / "supplier", lambda: int(ctx.config.get("services/supplier/donated-space")),
-                                     earlier_idurls=self._earlier_idurls)
+                                     earlier_idurls=self._earlier_idurls, admit=self.contract_rules.admit)
         self._subscriptions: list[Any] = []
         self._loop: asyncio.Task[Any] | None = None
         self._wake = asyncio.Event()
@@ -99,6 +118,7 @@ class StorageService(SharesEndpoints, ServiceBase):
     async def _upkeep(self) -> None:
         while True:
             try:
+                await self._drop_overdue_customers()
                 if self._customer_enabled():
                     await self._restore_or_tick()
             except asyncio.CancelledError:
@@ -110,6 +130,13 @@ class StorageService(SharesEndpoints, ServiceBase):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK)
             self._wake.clear()
+
+    async def _drop_overdue_customers(self) -> None:
+        """With contracts required, erase the data of customers overdue past the grace period."""
+        for idurl in await self.contract_rules.to_drop([c["idurl"] for c in self.supplier.customers()]):
+            log.warning("customer %s is overdue past the grace period: dropping its data", idurl)
+            await self.supplier.reject(idurl)
+            await self.ctx.bus.publish_event("customer-dropped-overdue", {"idurl": idurl})
 
     async def _restore_or_tick(self) -> None:
         """Restore a recovered identity's suppliers and catalog before hiring anyone new."""

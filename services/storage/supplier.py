@@ -112,8 +112,11 @@ class SupplierRole:
 
     def __init__(self, root: Path, donated_bytes: Callable[[], int], clock: Callable[[], float] = time.time,
                  automats: AutomatRegistry | None = None,
-                 earlier_idurls: Callable[[str], Awaitable[list[str]]] | None = None):
+                 earlier_idurls: Callable[[str], Awaitable[list[str]]] | None = None,
+                 admit: Callable[[str], Awaitable[None]] | None = None):
         self._earlier_idurls = earlier_idurls
+        self._admit = admit
+        """Raises when a customer may not hire this supplier (`contract_rules.ContractRules.admit`)."""
         """The IDURLs a customer's identity lists besides its own (where it was before a rotation)."""
         self._store = FragmentStore(root)
         self._store.reconcile()
@@ -205,6 +208,8 @@ class SupplierRole:
     async def _hire(self, creator: str, payload: dict[str, Any]) -> dict[str, Any]:
         needed = _int(payload.get("needed_bytes"), "needed_bytes", 1, MAX_NEEDED_BYTES)
         ecc_map, position = _ecc_and_position(payload)
+        if self._admit is not None:
+            await self._admit(creator)
         async with self._customer_lock(creator), self._allocation:
             current = self._store.contract(creator)
             used = self._store.used_bytes(creator)

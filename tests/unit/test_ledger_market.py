@@ -114,3 +114,25 @@ def test_malformed_records_are_ignored():
     assert _book(Record("o1", "offer", SUPPLIER, "", Decimal(0), "[1]", T0)).offers == {}
     book = _book(_offer(), _bid(), Record("k1", "accept", SUPPLIER, "", Decimal(0), '{"bid_id": "b1"}', T0 + 20))
     assert book.contracts == {}
+
+
+def test_a_customers_contract_state_as_storage_asks_it(tmp_path):
+    from services.ledger.billing import Billing
+    from services.ledger.chain import Chain
+    from services.ledger.store import LedgerStore
+
+    store = LedgerStore(tmp_path / "ledger.sqlite")
+    store.add_records([_offer(), _bid(), _accept()])
+    clock = [T0 + 21]
+    chain = Chain(engine=None)  # type: ignore[arg-type]  # customer_state reads the book only
+    chain.address = SUPPLIER
+    billing = Billing(chain, store, clock=lambda: clock[0])
+    assert billing.customer_state(CUSTOMER)["state"] == "current"
+    assert billing.customer_state(STRANGER) == {"state": "none", "contract_id": None}
+    clock[0] += market.GRACE_SECONDS + 1
+    assert billing.customer_state(CUSTOMER)["state"] == "overdue"
+    billing.book.apply(_pay("p1", 0))
+    assert billing.customer_state(CUSTOMER) == {"state": "paid", "contract_id": "k1"}
+    chain.address = STRANGER  # the same contract seen by a node that is not its supplier
+    assert billing.customer_state(CUSTOMER)["state"] == "none"
+    store.close()
