@@ -215,7 +215,7 @@ def test_a_message_appears_without_a_reload(logged_in: Page, owner: NodeClient, 
 @pytest.mark.parametrize("view, ready", [
     ("suppliers", "#suppliers tr[data-position]"), ("shares", "section"), ("network", "#dht-state"),
     ("events", "#event-list li"), ("settings", "#settings .config-group"), ("identity", "#backup-form"),
-    ("dashboard", "#programs"),
+    ("dashboard", "#traffic-chart rect.bar-out"),
 ])
 def test_every_view_renders(logged_in: Page, view: str, ready: str) -> None:
     page = logged_in

@@ -2,7 +2,6 @@
 
 import { h, replace, bytes, duration, table, section } from '../dom.js';
 
-const samples = [];
 let root = null;
 let node = null;
 let refreshing = null;
@@ -35,10 +34,6 @@ async function refresh() {
     optional(node.call('space_consumed')), optional(node.call('space_donated')),
     optional(node.call('packets_stats'))]);
   if (!root) return;
-  if (stats && stats.in) {
-    samples.push({ t: Date.now() / 1000, in: stats.in.total_bytes || 0, out: stats.out.total_bytes || 0 });
-    if (samples.length > 60) samples.shift();
-  }
   replace(root,
     h('div', { class: 'grid' },
       identityCard(ident),
@@ -89,22 +84,34 @@ function spaceCard(consumed, donated) {
         : `${bytes(donated.used)} used of ${bytes(donated.donated)} donated`)));
 }
 
+// Bytes exchanged with each peer (the busiest six), in and out, from one `packets_stats` answer.
 function trafficCard(stats) {
-  const width = 240;
-  const height = 60;
-  const svg = h('svg:svg', { viewBox: `0 0 ${width} ${height}`, width, height, class: 'chart', id: 'traffic-chart' });
-  const rates = [];
-  for (let i = 1; i < samples.length; i += 1) {
-    const dt = Math.max(0.001, samples[i].t - samples[i - 1].t);
-    rates.push({ in: (samples[i].in - samples[i - 1].in) / dt, out: (samples[i].out - samples[i - 1].out) / dt });
+  const width = 360;
+  const row = 22;
+  const label = 110;
+  const peers = new Map();
+  if (stats && stats.in) {
+    for (const [idurl, n] of Object.entries(stats.in.peers || {})) peers.set(idurl, { in: n, out: 0 });
+    for (const [idurl, n] of Object.entries(stats.out.peers || {})) {
+      peers.set(idurl, Object.assign(peers.get(idurl) || { in: 0 }, { out: n }));
+    }
   }
-  const top = Math.max(1, ...rates.map((r) => Math.max(r.in, r.out)));
-  for (const [key, cls] of [['in', 'line-in'], ['out', 'line-out']]) {
-    const points = rates.map((r, i) => `${(i * width) / Math.max(1, rates.length - 1)},${height - (r[key] * (height - 4)) / top}`);
-    if (points.length > 1) svg.append(h('svg:polyline', { points: points.join(' '), class: cls }));
-  }
+  const busiest = [...peers.entries()].sort((a, b) => (b[1].in + b[1].out) - (a[1].in + a[1].out)).slice(0, 6);
+  const top = Math.max(1, ...busiest.map(([, v]) => Math.max(v.in, v.out)));
+  const svg = h('svg:svg', { viewBox: `0 0 ${width} ${Math.max(1, busiest.length) * row}`, width,
+    height: Math.max(1, busiest.length) * row, class: 'chart', id: 'traffic-chart' });
+  busiest.forEach(([idurl, v], i) => {
+    const name = idurl.split('/').pop().replace(/\.xml$/, '');
+    const y = i * row;
+    const span = width - label - 8;
+    svg.append(h('svg:text', { x: 4, y: y + 15, class: 'chart-label' }, name));
+    svg.append(h('svg:rect', { x: label, y: y + 3, height: 7, width: Math.max(1, (v.in * span) / top), class: 'bar-in' }));
+    svg.append(h('svg:rect', { x: label, y: y + 11, height: 7, width: Math.max(1, (v.out * span) / top),
+      class: 'bar-out' }));
+  });
   const totals = stats && stats.in
     ? `in ${bytes(stats.in.total_bytes)} · out ${bytes(stats.out.total_bytes)}` : 'no traffic figures';
-  return section('Traffic', svg, h('p', { class: 'muted' }, totals,
-    h('span', { class: 'legend-in' }, ' ■ in'), h('span', { class: 'legend-out' }, ' ■ out')));
+  return section('Traffic', busiest.length ? svg : h('p', { class: 'muted' }, 'no peers yet'),
+    h('p', { class: 'muted' }, totals, h('span', { class: 'legend-in' }, ' ■ in'),
+      h('span', { class: 'legend-out' }, ' ■ out')));
 }

@@ -14,11 +14,14 @@ function text(data) {
   return json(data);
 }
 
+function who(part) {
+  return String((part || {}).glob_id || '').replace(/^master\$/, '');
+}
+
 function line(doc) {
   const payload = doc.payload || {};
   return h('li', { class: `message ${doc.direction || ''}`, 'data-message-id': payload.message_id || '' },
-    h('span', { class: 'muted' }, `${when(payload.time)} ${(doc.sender || {}).glob_id || ''} → `
-      + `${(doc.recipient || {}).glob_id || ''}: `),
+    h('span', { class: 'muted' }, `${when(payload.time)} ${who(doc.sender)} → ${who(doc.recipient)}: `),
     h('span', { class: 'message-text' }, text(payload.data)));
 }
 
@@ -71,7 +74,7 @@ export function onModel(model) {
   if (recent.length > 100) recent.shift();
   if (feed) append(feed, line(model.data));
   const doc = model.data;
-  const ids = [(doc.sender || {}).glob_id, (doc.recipient || {}).glob_id];
+  const ids = [who(doc.sender), who(doc.recipient)];
   if (historyEl && correspondent && ids.includes(correspondent)) loadHistory().catch(() => {});
 }
 
