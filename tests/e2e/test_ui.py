@@ -222,3 +222,31 @@ def test_every_view_renders(logged_in: Page, view: str, ready: str) -> None:
     page.view(view, ready)
     page.shot(view if view != "dashboard" else "dashboard-after-transfers")
     assert page.errors() == []
+
+
+def test_identity_backup_clears_the_reminder(logged_in: Page, owner: NodeClient) -> None:
+    page = logged_in
+    page.view("identity", "#backup-form")
+    assert not page.driver.find_element(By.ID, "reminder").get_attribute("hidden")
+    page.driver.find_element(By.ID, "backup-browse").click()
+    page.wait(lambda d: d.find_elements(By.CSS_SELECTOR, ".browser button[data-name='node']"),
+              "the node's home in the folder browser")[0].click()
+    page.wait(lambda d: page.text(".browser .browser-path") == str(owner.home.root.resolve()), "the node's home")
+    page.driver.find_element(By.CSS_SELECTOR, ".browser .browser-choose").click()
+    name = page.driver.find_element(By.ID, "backup-name")
+    name.clear()
+    name.send_keys("ui-identity-backup.key")
+    page.driver.find_element(By.ID, "backup-start").click()
+    page.wait(lambda d: d.find_element(By.ID, "reminder").get_attribute("hidden") is not None, "the reminder to go")
+    backup = owner.home.root.resolve() / "ui-identity-backup.key"
+    assert backup.read_text().startswith(owner.ok("identity_get")["idurl"] + "\n-----BEGIN")
+    page.shot("identity-backed-up")
+    assert page.errors() == []
+
+
+def test_logout_ends_the_session(logged_in: Page) -> None:
+    page = logged_in
+    page.driver.find_element(By.ID, "logout").click()
+    page.wait(lambda d: d.find_elements(By.ID, "login-needed"), "the logged-out page")
+    page.driver.refresh()
+    page.wait(lambda d: d.find_elements(By.ID, "login-needed"), "the logged-out page after a reload")

@@ -38,8 +38,8 @@ export class NodeApi {
       for (const [, pending] of this.pending) pending.reject(new Error('the connection to the node closed'));
       this.pending.clear();
       this.emit('link', 'disconnected');
-      // Reconnect once after a pause; the node may be restarting.
-      setTimeout(() => this.connect(), 3000);
+      // Reconnect after a pause (the node may be restarting), unless the user logged out.
+      if (!this.closing) setTimeout(() => this.connect(), 3000);
     });
   }
 
@@ -80,6 +80,12 @@ export class NodeApi {
     for (const listener of this.listeners[kind]) {
       try { listener(value); } catch (err) { showNotice(err); }
     }
+  }
+
+  async logout() {
+    this.closing = true;
+    await fetch('/ui/logout', { method: 'POST', headers: { 'X-CSRF-Token': this.csrf }, credentials: 'same-origin' });
+    if (this.socket) this.socket.close();
   }
 
   async folders(path) {

@@ -35,19 +35,35 @@ function show() {
   Promise.resolve(state.current.render(root, state.node, state)).catch(showNotice);
 }
 
+function loggedOut() {
+  replace(document.getElementById('view'),
+    h('section', { id: 'login-needed' }, h('h2', {}, 'Not logged in'),
+      h('p', {}, 'Run ', h('code', {}, 'bitdust open'),
+        ' on the node\'s machine: it opens this page with a one-time login link.')));
+  document.getElementById('link-state').textContent = 'logged out';
+  document.getElementById('logout').hidden = true;
+}
+
 async function boot() {
   const session = await loadSession();
   if (!session) {
-    replace(document.getElementById('view'),
-      h('section', { id: 'login-needed' }, h('h2', {}, 'Not logged in'),
-        h('p', {}, 'Run ', h('code', {}, 'bitdust open'),
-          ' on the node\'s machine: it opens this page with a one-time login link.')));
-    document.getElementById('link-state').textContent = 'logged out';
+    loggedOut();
     return;
   }
   const node = new NodeApi(session);
   state.node = node;
+  const logout = document.getElementById('logout');
+  logout.hidden = false;
+  logout.addEventListener('click', () => {
+    window.removeEventListener('hashchange', show);
+    node.logout().then(loggedOut).catch(showNotice);
+  });
+  start(node);
+}
+
+function start(node) {
   node.on('link', (text) => {
+    if (node.closing) return;
     const pill = document.getElementById('link-state');
     pill.textContent = text;
     pill.dataset.state = text;
