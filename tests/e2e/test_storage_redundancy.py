@@ -61,6 +61,9 @@ def _options(client: NodeClient, values: dict[str, Any]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _stopped(client: NodeClient, program: str) -> Iterator[None]:
+    """`program` of `client` stopped for the block. A stopped transport makes the supplier unreachable
+    (OFFLINE, kept: replace-offline-after is an hour); a stopped storage would answer "no handler",
+    a refusal that fires the supplier."""
     supervisor = node.supervisor(client.home)
     supervisor.call_sync("stopProcess", program, True)
     try:
@@ -153,7 +156,7 @@ def test_a_supplier_away_makes_a_degraded_version_that_is_repaired(net, customer
     assert good not in _versions(customer, remote)  # now the ready version counts against it
     # Any two suppliers bring it back, the repaired position among them.
     stop = [_by_idurl(net, suppliers[i]["idurl"]) for i in (0, 1)]
-    with _stopped(stop[0], "storage"), _stopped(stop[1], "storage"):
+    with _stopped(stop[0], "transport"), _stopped(stop[1], "transport"):
         assert sha256_file(_download(customer, remote, tmp_path / "half")) == sha256_file(second)
     wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="suppliers CONNECTED again")
 
@@ -185,3 +188,29 @@ def test_retention_counts_only_ready_versions(net, customer, identities, tmp_pat
 
     wait_for(lambda: fragments(cut) == 0, timeout=60, interval=0.3, what="the failed upload's fragments deleted")
     assert fragments(good) == SUPPLIERS  # one block, one fragment on each supplier
+
+
+def test_a_replaced_supplier_is_rebuilt_and_the_version_ready_again(net, customer, identities, tmp_path):
+    remote = f"{_master(identities, customer.name)}:redundancy/replaced"
+    source = _random_file(tmp_path / "replaced", 20 * MIB)
+    uid = _upload(customer, source, remote)["version"]
+    before = customer.ok("suppliers_list")
+    changed = customer.ok("supplier_change", position=2)
+    assert changed["idurl"] != before[2]["idurl"]
+    wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="the new supplier CONNECTED")
+
+    def rebuilt() -> dict | None:
+        version = _versions(customer, remote)[uid]
+        whole = version["state"] == "ready" and version["suppliers"][2]["fragments"] == version["max_block"] + 1
+        return version if whole else None
+
+    version = wait_for(rebuilt, timeout=120, interval=0.5, what="position 2 rebuilt on the new supplier")
+    assert version["reliable"] == "100%" and version["missing_positions"] == [], version
+    newcomer = _by_idurl(net, changed["idurl"])
+    held = list((newcomer.home.root / "state" / "storage" / "supplier" / "fragments").rglob(f"*.{uid}.*.2"))
+    assert len(held) == version["max_block"] + 1
+    # The two suppliers that were never replaced can be away: the rebuilt position serves its share.
+    stop = [_by_idurl(net, before[i]["idurl"]) for i in (0, 1)]
+    with _stopped(stop[0], "transport"), _stopped(stop[1], "transport"):
+        assert sha256_file(_download(customer, remote, tmp_path / "half")) == sha256_file(source)
+    wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="suppliers CONNECTED again")
