@@ -174,6 +174,12 @@ class Catalog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        if "stored" not in {row[1] for row in self.db.execute("PRAGMA table_info(blocks)")}:
+            # A catalog from before the column: which positions hold what was never recorded, so
+            # nothing counts as held until a read checks it (the repair reads k fragments of each
+            # block and sends the others again).
+            self.db.execute("ALTER TABLE blocks ADD COLUMN stored TEXT NOT NULL DEFAULT ''")
+            self.db.execute("UPDATE versions SET state=? WHERE state=?", (DEGRADED, READY))
 
     def close(self) -> None:
         self.db.close()
@@ -342,7 +348,8 @@ class Catalog:
 
     def incomplete_blocks(self, uid: str) -> list[Block]:
         """Blocks of `uid` some position does not hold (verified)."""
-        rows = self.db.execute("SELECT * FROM blocks WHERE uid=? AND stored LIKE '%0%' ORDER BY block_no", (uid,))
+        rows = self.db.execute("SELECT * FROM blocks WHERE uid=? AND (stored LIKE '%0%' OR stored = '') "
+                               "ORDER BY block_no", (uid,))
         return [_block(r) for r in rows]
 
     def iter_blocks(self) -> Iterator[Block]:
@@ -353,10 +360,12 @@ class Catalog:
 
     def mark_stored(self, uid: str, block_no: int, positions: Iterable[int], stored: bool = True) -> None:
         """Positions of one block now hold (or no longer hold) its fragment."""
-        row = self.db.execute("SELECT stored FROM blocks WHERE uid=? AND block_no=?", (uid, block_no)).fetchone()
+        row = self.db.execute("SELECT stored, hashes FROM blocks WHERE uid=? AND block_no=?",
+                              (uid, block_no)).fetchone()
         if row is None:
             return
-        mask = list(row[0])
+        n = len(codec.loads(row[1]))
+        mask = list(row[0] if len(row[0]) == n else "0" * n)
         for p in positions:
             if 0 <= p < len(mask):
                 mask[p] = "1" if stored else "0"
@@ -456,4 +465,6 @@ class Catalog:
 
 
 def _block(row: Any) -> Block:
-    return Block(row[0], row[1], row[2], row[3], list(codec.loads(row[4])), row[5])
+    hashes = list(codec.loads(row[4]))
+    stored = row[5] if len(row[5]) == len(hashes) else "0" * len(hashes)
+    return Block(row[0], row[1], row[2], row[3], hashes, stored)

@@ -309,6 +309,10 @@ class Transfers:
         cipher = await asyncio.to_thread(blocks.reassemble, shares, version.suppliers, block.cipher_size)
         plain = await asyncio.to_thread(blocks.open_block, session_key, version.uid, block.block_no, cipher)
         bad = [p for p, reason in failed.items() if reason in ("corrupt", "not_found")]
+        if customer_idurl is None:
+            found = [p for p in shares if p in block.missing()]
+            if found:
+                self._mark(version, block, found, suppliers)
         if bad and customer_idurl is None:
             self.catalog.mark_stored(version.uid, block.block_no, bad, stored=False)
             self.catalog.settle(version.uid)
@@ -348,29 +352,41 @@ class Transfers:
         stored_count, left = 0, 0
         if version.suppliers != len(suppliers):
             return 0, 0
-        k = blocks.data_shares(version.suppliers)
+        away = {idurl for p, idurl in enumerate(suppliers) if idurl and p not in usable}
         for block in self.catalog.incomplete_blocks(version.uid):
-            missing = block.missing()
-            todo = [p for p in missing if p in usable and suppliers[p]]
+            todo = [p for p in block.missing() if p in usable and suppliers[p]]
             if todo:
-                shares, _ = await self.mover.fetch_shares(key_id, version, block, suppliers, None, skip=set(missing))
-                if len(shares) >= k:
-                    stored = await self.mover.repair(key_id, version, block, shares, todo, suppliers)
-                    self._mark(version, block, stored, suppliers)
-                    stored_count += len(stored)
-                    left += len(todo) - len(stored)
-                    if stored:
-                        await self.progress("fragment-repaired", {"backup_id": version.uid, "block": block.block_no,
-                                                                  "positions": stored, "stored": len(stored)})
-                else:
-                    left += len(todo)
-                    if job is not None:
-                        job.error = f"block {block.block_no} of {version.uid} could not be rebuilt"
+                stored, still = await self._repair_block(key_id, version, block, suppliers, todo, away)
+                stored_count += stored
+                left += still
+                if still and job is not None:
+                    job.error = f"block {block.block_no} of {version.uid} could not be rebuilt"
             if job is not None:
                 job.blocks_done += 1
                 job.bytes_done += block.plain_size
         self.catalog.settle(version.uid)
         return stored_count, left
+
+    async def _repair_block(self, key_id: str, version: Version, block: Block, suppliers: list[str],
+                            todo: list[int], away: set[str]) -> tuple[int, int]:
+        """Send `block`'s fragments at `todo`, rebuilt from k read back; (stored, still missing)."""
+        missing = block.missing()
+        # Positions known to hold the block are read first. One read back with its sha256 holds it,
+        # whatever the row said (a catalog from before the record, say): it needs no resend.
+        last = away | {suppliers[p] for p in missing}
+        shares, _ = await self.mover.fetch_shares(key_id, version, block, suppliers, None, offline=last)
+        self._mark(version, block, [p for p in shares if p in missing], suppliers)
+        todo = [p for p in todo if p not in shares]
+        if not todo:
+            return 0, 0
+        if len(shares) < blocks.data_shares(version.suppliers):
+            return 0, len(todo)
+        stored = await self.mover.repair(key_id, version, block, shares, todo, suppliers)
+        self._mark(version, block, stored, suppliers)
+        if stored:
+            await self.progress("fragment-repaired", {"backup_id": version.uid, "block": block.block_no,
+                                                      "positions": stored, "stored": len(stored)})
+        return len(stored), len(todo) - len(stored)
 
     async def rebuild_position(self, job: Job, position: int, suppliers: list[str],
                                versions: list[tuple[str, Version]]) -> int:

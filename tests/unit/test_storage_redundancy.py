@@ -172,3 +172,50 @@ async def test_retention_counts_only_ready_versions(tmp_path: Path) -> None:
     finally:
         customer.close()
         shutil.rmtree(tmp_path / "customer", ignore_errors=True)
+
+
+async def test_a_catalog_from_before_the_record_counts_nothing_held_until_read_back(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "catalog.sqlite")
+    old.executescript("""
+        CREATE TABLE blocks (uid TEXT NOT NULL, block_no INTEGER NOT NULL, plain_size INTEGER NOT NULL,
+            cipher_size INTEGER NOT NULL, hashes TEXT NOT NULL, PRIMARY KEY (uid, block_no));
+        CREATE TABLE versions (uid TEXT PRIMARY KEY, item_id INTEGER NOT NULL, created REAL NOT NULL,
+            state TEXT NOT NULL, size INTEGER NOT NULL DEFAULT 0, block_size INTEGER NOT NULL,
+            suppliers INTEGER NOT NULL, wrapped_key TEXT NOT NULL, blocks_total INTEGER NOT NULL DEFAULT 0,
+            source_path TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '');
+        INSERT INTO versions VALUES ('v1', 1, 1.0, 'ready', 10, 1024, 4, 'w', 1, '', '');
+        INSERT INTO blocks VALUES ('v1', 0, 10, 26, '["h0","h1","h2","h3"]');
+    """)
+    old.close()
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    version = catalog.version("v1")
+    assert version is not None and version.state == DEGRADED
+    assert catalog.blocks("v1")[0].missing() == [0, 1, 2, 3]
+    assert catalog.health(version).weakest == 0
+
+
+async def test_repair_counts_fragments_it_reads_back_and_resends_only_the_rest(tmp_path: Path) -> None:
+    transfers, wire = _setup(tmp_path)
+    source = tmp_path / "a.bin"
+    source.write_bytes(os.urandom(100_000))
+    job = await _upload(transfers, source)
+    catalog = transfers.catalog
+    catalog.db.execute("UPDATE blocks SET stored='0000' WHERE uid=?", (job.uid,))
+    catalog.db.execute("UPDATE versions SET state=? WHERE uid=?", (DEGRADED, job.uid))
+    version = catalog.version(job.uid)
+    assert version is not None
+    sent: list[str] = []
+    send = wire.send_file
+
+    async def counting(idurl: str, name: str, path: Path, sha256: str, timeout: float) -> dict[str, Any]:
+        sent.append(name)
+        return await send(idurl, name, path, sha256, timeout)
+
+    wire.send_file = counting  # type: ignore[method-assign]
+    stored, left = await transfers.repair_version(KEY, version, list(SUPPLIERS), {0, 1, 2, 3})
+    blocks_count = len(catalog.blocks(job.uid))
+    # Two fragments per block read back and verified; the other two sent again.
+    assert (stored, left, len(sent)) == (2 * blocks_count, 0, 2 * blocks_count)
+    assert catalog.version(job.uid).state == READY  # type: ignore[union-attr]
