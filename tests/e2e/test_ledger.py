@@ -213,3 +213,39 @@ def test_across_hosts_a_transfer_and_a_contract_are_paid(hosts):
     done = wait_for(lambda: (c := _contract(supplier, contract_id)) and c["state"] == "completed" and c,
                     timeout=60, interval=0.3, what="the contract completed across hosts")
     assert done["paid_periods"] == [0, 1] and done["payments_seen"] == 2
+
+
+def test_a_supplier_requiring_contracts_drops_an_overdue_customer_and_refuses_it(net, ledger, identities):
+    # A customer node and one of its suppliers; the customer bids on an offer it cannot pay, so its contract
+    # with that supplier is overdue once the first period's grace has passed.
+    customer = net.nodes[2]
+    by_idurl = {identities[c.name]["idurl"]: c for c in net.nodes}
+    suppliers = wait_for(lambda: [by_idurl[i["idurl"]] for i in customer.ok("suppliers_list")
+                                  if i["supplier_state"] == "CONNECTED" and i["idurl"] in by_idurl],
+                         timeout=120, interval=0.5, what="the customer's suppliers")
+    supplier = suppliers[0]
+    customer_idurl = identities[customer.name]["idurl"]
+    assert customer_idurl in {c["idurl"] for c in supplier.ok("customers_list")}
+    offer = supplier.ok("billing_offer_create", space_gb=1, price="1000", duration_hours=1)
+    wait_for(lambda: any(o["offer_id"] == offer["offer_id"] for o in customer.ok("billing_offers_list")),
+             timeout=20, interval=0.2, what="the offer seen by the customer")
+    bid = customer.ok("billing_bid_create", offer_id=offer["offer_id"], space_gb=1, duration_hours=1, periods=1)
+    wait_for(lambda: any(b["bid_id"] == bid["bid_id"] for b in supplier.ok("billing_info")["bids"]),
+             timeout=20, interval=0.2, what="the bid seen by the supplier")
+    contract_id = supplier.ok("billing_bid_accept", bid_id=bid["bid_id"])["contract_id"]
+    supplier.ok("config_set", key="services/supplier/overdue-grace", value=0)
+    supplier.ok("config_set", key="services/supplier/require-contract", value=True)
+    try:
+        wait_for(lambda: (_contract(supplier, contract_id) or {}).get("state") == "overdue", timeout=60,
+                 interval=0.5, what="the unpaid contract overdue")
+        wait_for(lambda: customer_idurl not in {c["idurl"] for c in supplier.ok("customers_list")}, timeout=30,
+                 interval=0.3, what="the overdue customer's data dropped")
+        # The customer's employer asks again; the supplier refuses it while the contract is overdue (the refusal's
+        # reason, no_current_contract, is checked in tests/unit/test_ledger_storage_option.py).
+        wait_for(lambda: any(i["idurl"] == identities[supplier.name]["idurl"] and i["supplier_state"] != "CONNECTED"
+                             for i in customer.ok("suppliers_list")) or None, timeout=30, interval=0.5,
+                 what="the supplier no longer serving the customer")
+        assert customer_idurl not in {c["idurl"] for c in supplier.ok("customers_list")}
+    finally:
+        supplier.ok("config_set", key="services/supplier/require-contract", value=False)
+        supplier.ok("config_set", key="services/supplier/overdue-grace", value=24 * 3600)
