@@ -198,6 +198,15 @@ def _wait_share(client: NodeClient, key_id: str, state: str, suppliers: int) -> 
                     and i, timeout=90, interval=1, what=f"share {state} with {suppliers} suppliers on {client.name}")
 
 
+def _reliable_versions(client: NodeClient, remote_path: str, reliable: str) -> list[dict[str, Any]]:
+    """The versions of `remote_path` in `file/list/all/v1` when every one is `reliable`, else []."""
+    for item in _ok(_get(client, "file/list/all/v1")):
+        if item["remote_path"] == remote_path and item["versions"]:
+            versions = list(item["versions"])
+            return versions if all(v["reliable"] == reliable for v in versions) else []
+    return []
+
+
 def test_share_is_connected_at_its_owner_and_at_a_grantee(localnet_nodes, identities, tmp_path):
     """The reference's scenario: create, CONNECTED with the suppliers, upload, grant; the grantee's
     share CONNECTED with the owner's suppliers without opening it; closed, it is CLOSED."""
@@ -214,6 +223,14 @@ def test_share_is_connected_at_its_owner_and_at_a_grantee(localnet_nodes, identi
     status, doc = owner.call("file_upload_start", local_path=str(source), remote_path=f"{key_id}:cat.txt",
                              wait_result=True)
     assert status == 200, doc
+    # The reference's file_list_all_v1: every version of every file "100%" reliable.
+    listed = wait_for(lambda: _reliable_versions(owner, f"{key_id}:cat.txt", "100%"), timeout=90, interval=1,
+                      what="cat.txt 100% reliable in file/list/all/v1")
+    for version in listed:
+        assert version["delivered"] == "100%" and len(version["suppliers"]) == 2, version
+        # As the reference's file_info: each supplier's fragments and its share of them all.
+        assert sum(s["fragments"] for s in version["suppliers"]) == version["fragments"] > 0, version
+        assert [s["stored"] for s in version["suppliers"]] == ["50%", "50%"], version
     _ok(_send(owner, "PUT", "share/grant/v1",
               {"trusted_global_id": identities[friend.name]["global_id"], "key_id": key_id, "timeout": 60}))
     assert key_id in {k["key_id"] for k in _ok(_get(friend, "key/list/v1"))}
