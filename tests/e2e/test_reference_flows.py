@@ -16,7 +16,7 @@ import pytest
 from dataclasses import dataclass
 
 from common.ids import idurl_to_global_id
-from deploy import localnet, netns
+from deploy import localnet, netns, node
 from tests.e2e.client import NodeClient
 from tests.e2e.conftest import PORT_OFFSET
 from tests.helpers import wait_for
@@ -209,8 +209,12 @@ def _reliable_versions(client: NodeClient, remote_path: str, reliable: str) -> l
 
 def test_share_is_connected_at_its_owner_and_at_a_grantee(localnet_nodes, identities, tmp_path):
     """The reference's scenario: create, CONNECTED with the suppliers, upload, grant; the grantee's
-    share CONNECTED with the owner's suppliers without opening it; closed, it is CLOSED."""
+    share CONNECTED with the owner's suppliers without opening it; DISCONNECTED while the suppliers
+    are unreachable; closed, it is CLOSED."""
     owner, friend = localnet_nodes.nodes[2], localnet_nodes.nodes[3]
+    by_gid = {identities[c.name]["global_id"]: c for c in localnet_nodes.nodes}
+    # Suppliers away for a minute below stay hired (unreachable, not replaced).
+    _ok(_send(owner, "POST", "config/set/v1", {"key": "services/employer/replace-offline-after", "value": 3600}))
     _ok(_send(owner, "POST", "config/set/v1", {"key": "services/customer/suppliers-number", "value": 2}))
     suppliers = wait_for(lambda: len(s := [i for i in _ok(_get(owner, "supplier/list/v1"))
                                            if i["supplier_state"] == "CONNECTED"]) == 2 and s,
@@ -236,5 +240,18 @@ def test_share_is_connected_at_its_owner_and_at_a_grantee(localnet_nodes, identi
     assert key_id in {k["key_id"] for k in _ok(_get(friend, "key/list/v1"))}
     granted = _wait_share(friend, key_id, "CONNECTED", 2)
     assert sorted(granted["suppliers"]) == sorted(info["suppliers"]) and granted["mine"] is False, granted
+    # The state is a check, not a count: with both suppliers unreachable the share is DISCONNECTED at
+    # the next look after RECHECK (30 s), and CONNECTED again once they answer.
+    holders = [by_gid[s["global_id"]] for s in suppliers]
+    for holder in holders:
+        node.supervisor(holder.home).call_sync("stopProcess", "transport", True)
+    try:
+        wait_for(lambda: _share_info(owner, key_id)["state"] == "DISCONNECTED", timeout=120, interval=1,
+                 what="share DISCONNECTED with its suppliers away")
+    finally:
+        for holder in holders:
+            node.supervisor(holder.home).call_sync("startProcess", "transport", True)
+            node.wait_healthy(holder.home, 60)
+    _wait_share(owner, key_id, "CONNECTED", 2)
     _ok(_send(owner, "DELETE", "share/close/v1", {"key_id": key_id}))
     assert _share_info(owner, key_id)["state"] == "CLOSED"
