@@ -25,6 +25,7 @@ from common.process import ProcessContext, ServiceBase
 from common.values import as_bool
 from services.storage.catalog import DIR, Item, split_remote_path
 from services.storage.contract_rules import ContractRules
+from services.storage import customer_home
 from services.storage.customer import Customer
 from services.storage.employer import FIRED
 from services.storage.metrics import StorageMetrics
@@ -69,8 +70,9 @@ class StorageService(SharesEndpoints, ServiceBase):
         root = ctx.home.state("storage")
         spool = ctx.home.root / "spool"
         self.peers = BusPeers(ctx.bus)
-        self.customer = Customer(root / "customer", spool, self.peers, ctx.automats, ctx.config.get, self._emit,
-                                 set_option=self._set_option)
+        self._customer_folder, self._spool = root / "customer", spool
+        customer_home.discard_set_aside(self._customer_folder)
+        self.customer = self._new_customer()
         self.contract_rules = ContractRules(BusLedger(ctx), lambda: bool(ctx.config.get(REQUIRE_CONTRACT_OPTION)),
                                             lambda: float(ctx.config.get(OVERDUE_GRACE_OPTION)))
         self.supplier = SupplierRole(root / "supplier", lambda: int(ctx.config.get("services/supplier/donated-space")),
@@ -82,7 +84,7 @@ class StorageService(SharesEndpoints, ServiceBase):
         """While set, the upkeep tries to restore a catalog instead of hiring (once at start)."""
         self._share_history: list[dict[str, Any]] = []
         # Blocks freed by worker threads stay at the top of their arena: given back once transfers stop.
-        self.trimmer = Trimmer(idle=self.customer.transfers.idle)
+        self.trimmer = Trimmer(idle=lambda: self.customer.transfers.idle())
         self.counters = StorageMetrics(ctx.metrics, self)
 
     # ---- life cycle -------------------------------------------------------------------------------
@@ -146,7 +148,10 @@ class StorageService(SharesEndpoints, ServiceBase):
 
     async def _restore_or_tick(self) -> None:
         """Restore a recovered identity's suppliers and catalog before hiring anyone new."""
+        await self._check_owner()
         if self._restore_until is not None:
+            if time.monotonic() < self._restore_until and not await self._network_connected():
+                return  # the transport comes back under the recovered identity first (used home)
             done = await self.customer.restore_if_empty()
             if not done and time.monotonic() < self._restore_until:
                 return
@@ -161,8 +166,48 @@ class StorageService(SharesEndpoints, ServiceBase):
     def _customer_enabled(self) -> bool:
         return bool(self.ctx.config.get("services/customer/enabled"))
 
+    async def _network_connected(self) -> bool:
+        """Is the transport up (waiting a round for it)? Suppliers asked before would all be offline."""
+        try:
+            await self.peers.api("transport", "network_connected", wait=TICK + 5, wait_timeout=TICK)
+        except NodeError:
+            return False
+        return True
+
+    def _new_customer(self) -> Customer:
+        return Customer(self._customer_folder, self._spool, self.peers, self.ctx.automats, self.ctx.config.get,
+                        self._emit, set_option=self._set_option)
+
+    async def _check_owner(self) -> None:
+        """The customer state is the present identity's: made for another key, it ends now."""
+        me = await self.peers.me()
+        if not me or not me.get("publickey"):
+            return
+        key = customer_home.owner_key(str(me["publickey"]))
+        owner = customer_home.owner_of(self._customer_folder)
+        if owner is not None and owner != key:
+            log.warning("the customer state here belongs to another identity: ending it before %s uses this node",
+                        me.get("global_id"))
+            await self._end_customer_state()
+        if owner != key:
+            customer_home.claim(self._customer_folder, key)
+
+    async def _end_customer_state(self) -> None:
+        """The identity left this node (erased, taken over): its suppliers, catalog, transfers and
+        opened shares go with it, so the next identity starts, and a recovered one restores its
+        own, as on a fresh home. The suppliers keep its contracts and data for wherever it went."""
+        self.customer.close()
+        trash = customer_home.set_aside(self._customer_folder)
+        self.customer = self._new_customer()
+        self._restore_until = max(self._restore_until or 0.0, time.monotonic())
+        await self._emit("customer-state-ended", {})
+        if trash is not None:
+            await asyncio.to_thread(shutil.rmtree, trash, True)
+
     async def _on_identity(self, msg: Any) -> None:
         self.peers.forget_me()
+        if msg.subject == subjects.event("local-identity-erased") and await self.peers.me() is None:
+            await self._end_customer_state()
         if msg.subject == subjects.event("local-identity-recovered"):
             self._restore_until = time.monotonic() + RESTORE_PATIENCE
         if msg.subject == subjects.event("local-identity-rotated"):

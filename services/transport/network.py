@@ -75,14 +75,18 @@ class NetworkConnector:
         """Reload our identity (a new revision, new contacts) and retry setup if still down."""
         try:
             await self.gateway.load_identity()
-        except NotFoundError:
+        except NodeError as err:
+            # An error that crossed the bus keeps its status, not its class: 404 is "no identity".
+            if not isinstance(err, NotFoundError) and err.status != 404:
+                log.info("identity not available: %s", err.reason)
+                self.wake()
+                return
+            # Links made as the erased identity must not carry the next one's packets.
             log.info("local identity is gone: going off the network until a new one exists")
             self.gateway.me = None
             for transport in self.gateway.transports:
                 await transport.stop()
             self._fire("identity-lost")
-        except NodeError as err:
-            log.info("identity not available: %s", err.reason)
         self.wake()
 
     async def disconnect(self) -> None:
