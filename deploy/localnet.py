@@ -258,17 +258,19 @@ def _wait(what: str, check: Any, timeout: float) -> Any:
         time.sleep(0.1)
 
 
-def ledger_foundation(root: Path, timeout: float = 120) -> dict[str, Any]:
+def ledger_foundation(root: Path, timeout: float = 120, count: int | None = None) -> dict[str, Any]:
     """Make node 0 the network's foundation miner and give every other node its registration bonus.
 
     Every node needs its identity (its wallet key is derived from it). Node 0's address goes into
     every node's network configuration as the one foundation miner; node 0 mines the first blocks
     (a coinbase pays only after 100 more); each other node without coins gets `REGISTRATION_BONUS`
     with `operation="bonus"`, which node 0 then mines at once (it produces for what waits in its pool).
-    Run again, it gives no second bonus.
+    Run again, it gives no second bonus. `count` limits it to the first nodes of the listing (nodes
+    added later with `add` may have no identity, or be stopped).
     """
     root = root.resolve()
-    homes = [NodeHome(Path(n["home"])) for n in codec.loads((root / "localnet.json").read_bytes())["nodes"]]
+    listed = codec.loads((root / "localnet.json").read_bytes())["nodes"]
+    homes = [NodeHome(Path(n["home"])) for n in listed[:count]]
     addresses = [
         _wait(f"{home.root.name}'s wallet",
               lambda home=home: _api_ok(home, "GET", "/blockchain/wallet/balance/v1")["address"], timeout)

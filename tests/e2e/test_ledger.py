@@ -25,7 +25,7 @@ NETNS_OFFSET = PORT_OFFSET + 4000
 @pytest.fixture(scope="module")
 def ledger(localnet_nodes, identities) -> dict[str, Any]:
     """Node 0 the foundation miner, every other node its bonus (`bitdust localnet up` does the same)."""
-    return localnet.ledger_foundation(localnet_nodes.root, timeout=120)
+    return localnet.ledger_foundation(localnet_nodes.root, timeout=120, count=len(localnet_nodes.nodes))
 
 
 def _balance(client: NodeClient) -> dict[str, Any]:
