@@ -183,14 +183,13 @@ class StorageService(SharesEndpoints, ServiceBase):
         me = await self.peers.me()
         if not me or not me.get("publickey"):
             return
-        key = customer_home.owner_key(str(me["publickey"]))
         owner = customer_home.owner_of(self._customer_folder)
-        if owner is not None and owner != key:
+        if owner is not None and not customer_home.same_owner(owner, me):
             log.warning("the customer state here belongs to another identity: ending it before %s uses this node",
                         me.get("global_id"))
             await self._end_customer_state()
-        if owner != key:
-            customer_home.claim(self._customer_folder, key)
+        if owner != customer_home.claim_of(me):
+            customer_home.claim(self._customer_folder, me)
 
     async def _end_customer_state(self) -> None:
         """The identity left this node (erased, taken over): its suppliers, catalog, transfers and

@@ -134,7 +134,7 @@ def test_a_share_owner_cannot_write_into_the_grantees_catalog(net, parties):
     alice, bob = parties["alice"], parties["bob"]
     bob.client.ok("file_create", remote_path=f"{bob.master}:docs/mine.txt")
     share = alice.client.ok("share_create", label="trust share")["key_id"]
-    alice.client.ok("file_create", remote_path=f"{share}:docs/shared.txt")
+    # Nothing is put in the share: the grant's own backup (sent before it answers) is the last one.
     granted = alice.client.ok("share_grant", key_id=share, trusted_user_id=bob.global_id)
     assert granted["suppliers_granted"] == SUPPLIERS
     wait_for(lambda: any(s["key_id"] == share for s in bob.client.ok("shares_list")), timeout=30, interval=0.3,
@@ -203,3 +203,25 @@ def test_erase_and_recover_on_a_used_home_restores_the_recovered_identity(net, p
     assert not [i for i in bob.client.ok("files_list") if i["key_id"] != alice.master], "bob's catalog stayed"
     assert not _exists(bob.client, f"{bob.master}:docs/mine.txt")
     assert [i["idurl"] for i in bob.client.ok("suppliers_list")] == alices, bobs_suppliers
+
+
+def test_a_storage_process_that_missed_the_erase_ends_the_state_at_start(net, parties):
+    """bob's node (now running alice) erases alice and creates carol while its storage is stopped."""
+    alice, bob = parties["alice"], parties["bob"]
+    assert _exists(bob.client, f"{alice.master}:trust/new.txt")
+    supervisor = node.supervisor(bob.client.home)
+    supervisor.call_sync("stopProcess", "storage", True)
+    try:
+        bob.client.ok("identity_erase")
+        carol = bob.client.ok("identity_create", username="trustcarol")
+    finally:
+        supervisor.call_sync("startProcess", "storage", True)
+    wait_for(lambda: bob.client.call("files_list")[0] == 200, timeout=60, interval=0.5, what="storage back")
+
+    def alices_state_gone() -> bool:
+        listed = bob.client.ok("files_list")
+        return not any(i["key_id"] == alice.master for i in listed) and not _exists(
+            bob.client, f"{alice.master}:trust/new.txt")
+
+    wait_for(alices_state_gone, timeout=30, interval=0.5, what="alice's catalog gone from carol's node")
+    assert carol["global_id"].startswith("trustcarol@")

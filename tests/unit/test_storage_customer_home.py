@@ -8,13 +8,21 @@ from services.storage import customer_home
 from services.storage.catalog import Catalog
 
 
-def test_a_claim_names_the_key_and_survives_a_new_idurl(tmp_path: Path) -> None:
+ALICE = {"idurl": "http://h:80/alice.xml", "publickey": "ssh-rsa AAAA alice", "sources": ["http://h:80/alice.xml"]}
+
+
+def test_a_claim_is_the_idurl_and_the_key(tmp_path: Path) -> None:
     folder = tmp_path / "customer"
     assert customer_home.owner_of(folder) is None
-    alice = customer_home.owner_key("ssh-rsa AAAA alice")
-    customer_home.claim(folder, alice)
-    assert customer_home.owner_of(folder) == alice
-    assert customer_home.owner_key("ssh-rsa AAAA alice") == alice != customer_home.owner_key("ssh-rsa AAAA bob")
+    customer_home.claim(folder, ALICE)
+    claim = customer_home.owner_of(folder)
+    assert claim == customer_home.claim_of(ALICE) and customer_home.same_owner(claim, ALICE)
+    rotated = dict(ALICE, idurl="http://k:80/alice.xml", sources=["http://k:80/alice.xml", "http://h:80/alice.xml"])
+    assert customer_home.same_owner(claim, rotated)
+    # A new identity made with the kept key (erase without erasing the key, then create): another owner.
+    carol = dict(ALICE, idurl="http://h:80/carol.xml", sources=["http://h:80/carol.xml"])
+    assert not customer_home.same_owner(claim, carol)
+    assert not customer_home.same_owner(claim, dict(ALICE, publickey="ssh-rsa BBBB mallory"))
 
 
 def test_ending_the_state_leaves_an_empty_home_and_no_leftovers(tmp_path: Path) -> None:
@@ -22,7 +30,7 @@ def test_ending_the_state_leaves_an_empty_home_and_no_leftovers(tmp_path: Path) 
     catalog = Catalog(folder / "catalog.sqlite")
     catalog.create("master$alice@h_80", "docs/a.txt")
     catalog.close()
-    customer_home.claim(folder, customer_home.owner_key("alice"))
+    customer_home.claim(folder, ALICE)
     trash = customer_home.set_aside(folder)
     assert trash is not None and trash.parent == tmp_path and not folder.exists()
     # A crash before the delete: the next start removes what was set aside, nothing else.
