@@ -51,7 +51,6 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from dataclasses import replace
 
-from common import rsa_public
 from common.errors import NodeError
 from services.messaging import envelope
 from services.messaging.chain import GENESIS, ChainError, Link
@@ -318,16 +317,6 @@ class Broker:
             return None
         return self.store.append(group, header.message_id, header.sender, raw, self.clock(), link.wire())
 
-    async def _signed_by_broker(self, link: Link, brokers: list[tuple[int, str]] | None) -> bool:
-        """Whether the link's broker signed it; with `brokers`, only when that broker serves the group now."""
-        if brokers is not None and link.broker not in [idurl for _, idurl in brokers]:
-            return False
-        try:
-            signature = rsa_public.unb64(link.signature)
-        except rsa_public.CryptoError:
-            return False
-        return await self.signatures.valid(link.broker, link.signed_bytes(), signature)
-
     async def _check_entry(self, group: str, entry: Entry, brokers: list[tuple[int, str]]) -> None:
         """Refuse an entry another broker sent unless its link and its sender's signature check out here."""
         link = Link.from_wire(entry.link)
@@ -342,7 +331,7 @@ class Broker:
                 raise ChainError("fork", f"entry {entry.seq} does not chain from ours")
         # Its broker may have been replaced since it numbered the entry: its signature is checked, and
         # the entry came from a broker of the group now (replicate and tail check the sender).
-        if not await self._signed_by_broker(link, None):
+        if not await self.signatures.link_signed(link, None):
             raise ChainError("bad_link", "the link is not signed by its broker")
         if not await self.signatures.valid(entry.sender, sealed.signed_bytes(), sealed.signature):
             raise MembershipError("bad_signature", "the message is not signed by its sender")
@@ -353,7 +342,7 @@ class Broker:
             link = Link.from_wire(doc.get("after_link"))
         except ChainError:
             return ""
-        if link.group != group or link.seq != after or not await self._signed_by_broker(link, brokers):
+        if link.group != group or link.seq != after or not await self.signatures.link_signed(link, brokers):
             return ""
         return link.hash()
 

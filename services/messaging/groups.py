@@ -36,7 +36,6 @@ import time
 from collections import Counter
 from typing import Any, Awaitable, Callable, Protocol
 
-from common import rsa_public
 from common.automat import Automat, AutomatRegistry
 from common.errors import ConflictError, NodeError, NotFoundError, UnavailableError
 from services.messaging import envelope
@@ -390,7 +389,7 @@ class Groups:
         if not link or theirs.group != group or theirs.seq != after:
             raise ChainError(BAD_LINK, "fork evidence for another place")
         mine = Link.from_wire(link)
-        if theirs.hash() == mine.hash() or not await self._signed_by_broker(theirs, brokers):
+        if theirs.hash() == mine.hash() or not await self.signatures.link_signed(theirs, brokers):
             raise ChainError(BAD_LINK, "fork evidence that proves nothing")
         # Two links for one place, both signed by brokers of the group: whoever signed both equivocated;
         # otherwise two brokers numbered the same place and both are named.
@@ -567,18 +566,9 @@ class Groups:
             brokers = await self.net.brokers(creator, refresh=True)
             if link.broker not in [b for _, b in brokers]:
                 return link, sealed, False
-        if not await self._signed_by_broker(link, brokers):
+        if not await self.signatures.link_signed(link, brokers):
             raise ChainError(BAD_LINK, f"the link of entry {entry.seq} is not signed by its broker")
         return link, sealed, True
-
-    async def _signed_by_broker(self, link: Link, brokers: list[tuple[int, str]]) -> bool:
-        if link.broker not in [b for _, b in brokers]:
-            return False
-        try:
-            signature = rsa_public.unb64(link.signature)
-        except rsa_public.CryptoError:
-            return False
-        return await self.signatures.valid(link.broker, link.signed_bytes(), signature)
 
     async def _open(self, group: str, entry: Entry, sealed: envelope.Sealed) -> StoredMessage | object | None:
         """The message of a checked entry; `_FORGED` when its sender did not sign it, None when dropped."""
@@ -665,7 +655,7 @@ class Groups:
             link = Link.from_wire(doc)
         except ChainError:
             return
-        if link.group != group or link.message_id != message_id or not await self._signed_by_broker(link, brokers):
+        if link.group != group or link.message_id != message_id or not await self.signatures.link_signed(link, brokers):
             return
         acked = self._acked.setdefault(group, {})
         acked[link.seq] = link

@@ -10,10 +10,13 @@ identities in a loop.
 from __future__ import annotations
 
 import time
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from common import rsa_public
 from common.errors import NodeError
+
+if TYPE_CHECKING:
+    from services.messaging.chain import Link
 
 REFRESH_EVERY = 60.0
 
@@ -41,6 +44,17 @@ class SignatureChecker:
             return False
         self._refreshed[idurl] = self._clock()
         return self._check(await self._key(idurl, True), data, signature)
+
+    async def link_signed(self, link: Link, brokers: list[tuple[int, str]] | None) -> bool:
+        """Whether the link's broker signed it; with `brokers` (position, IDURL), only when that broker
+        serves the group now."""
+        if brokers is not None and link.broker not in [idurl for _, idurl in brokers]:
+            return False
+        try:
+            signature = rsa_public.unb64(link.signature)
+        except rsa_public.CryptoError:
+            return False
+        return await self.valid(link.broker, link.signed_bytes(), signature)
 
     async def _key(self, idurl: str, refresh: bool) -> str:
         try:
