@@ -241,9 +241,11 @@ def test_a_supplier_requiring_contracts_drops_an_overdue_customer_and_refuses_it
         wait_for(lambda: customer_idurl not in {c["idurl"] for c in supplier.ok("customers_list")}, timeout=30,
                  interval=0.3, what="the overdue customer's data dropped")
         # The customer's employer asks again; the supplier refuses it while the contract is overdue (the refusal's
-        # reason, no_current_contract, is checked in tests/unit/test_ledger_storage_option.py).
-        wait_for(lambda: any(i["idurl"] == identities[supplier.name]["idurl"] and i["supplier_state"] != "CONNECTED"
-                             for i in customer.ok("suppliers_list")) or None, timeout=30, interval=0.5,
+        # reason, no_current_contract, is checked in tests/unit/test_ledger_storage_option.py). The customer then
+        # shows it as not connected, or has already replaced it.
+        supplier_idurl = identities[supplier.name]["idurl"]
+        wait_for(lambda: not any(i["idurl"] == supplier_idurl and i["supplier_state"] == "CONNECTED"
+                                 for i in customer.ok("suppliers_list")), timeout=60, interval=0.5,
                  what="the supplier no longer serving the customer")
         assert customer_idurl not in {c["idurl"] for c in supplier.ok("customers_list")}
     finally:
