@@ -380,18 +380,35 @@ def connected(client: NodeClient) -> bool:
     return len(items) == SUPPLIERS and all(i["supplier_state"] == "CONNECTED" for i in items)
 
 
-def hire(customer: NodeClient, total: int, timeout: float = 120) -> list[str]:
-    """Give the customer room for `total` bytes of files and 4 CONNECTED suppliers; their idurls."""
+def hire(customer: NodeClient, nodes: list[NodeClient], total: int, timeout: float = 120) -> list[str]:
+    """Give the customer room for `total` bytes of files and 4 CONNECTED suppliers; their idurls.
+
+    Waits until every supplier has granted the new room: the customer asks for it at its next heartbeat,
+    and a supplier that refuses is replaced, which would otherwise happen in the middle of the first upload.
+    """
     needed = max(1024 * MIB, 4 * total + 1024 * MIB)  # 2-of-4 stores 2x; keep room for old versions
     customer.ok("config_set", key="services/customer/needed-space", value=needed)
     customer.ok("config_set", key="services/employer/replace-offline-after", value=3600)
     customer.ok("config_set", key="services/customer/suppliers-number", value=SUPPLIERS)
     for key, value in OPTIONS.items():
         customer.ok("config_set", key=key, value=value)
+    me = customer.ok("identity_get")["idurl"]
+    by_idurl = {n.ok("identity_get")["idurl"]: n for n in nodes}
+
+    def granted() -> bool:
+        if not connected(customer):
+            return False
+        for item in customer.ok("suppliers_list"):
+            contracts = by_idurl[item["idurl"]].ok("customers_list", verbose=True)
+            mine = [c for c in contracts if c["idurl"] == me]
+            if not mine or int(mine[0].get("allocated", 0)) < needed // SUPPLIERS:
+                return False
+        return True
+
     deadline = time.monotonic() + timeout
-    while not connected(customer):
+    while not granted():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"4 suppliers not CONNECTED in {timeout:g}s: {customer.ok('suppliers_list')}")
+            raise TimeoutError(f"4 suppliers with room not CONNECTED in {timeout:g}s: {customer.ok('suppliers_list')}")
         time.sleep(0.5)
     return [i["idurl"] for i in customer.ok("suppliers_list")]
 
@@ -529,7 +546,7 @@ def main() -> None:
         doc = localnet.up(root / "net", args.nodes, args.port_offset, identities=True)
         nodes = [NodeClient.from_listing(item) for item in doc["nodes"]]
         customer = nodes[CUSTOMER]
-        suppliers = hire(customer, sum(sizes))
+        suppliers = hire(customer, nodes, sum(sizes))
         by_idurl = {n.ok("identity_get")["idurl"]: n.name for n in nodes}
         supplier_names = {by_idurl[i] for i in suppliers}
         master = f"master${customer.ok('identity_get')['global_id']}"
