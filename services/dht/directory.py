@@ -138,7 +138,7 @@ class Directory:
     async def read(self, record_type: str, key: str, layer_id: int = 0,
                    use_cache_ttl: float | None = None) -> ReadOutcome:
         """Find a record and verify it; a forged or malformed record is never returned as valid."""
-        records.kind(record_type)
+        rk = records.kind(record_type)
         dkey = records.storage_key(layer_id, record_type, key)
         self.active_layers.add(layer_id)
         if use_cache_ttl:
@@ -146,6 +146,24 @@ class Directory:
             if cached and time.monotonic() - cached[0] < float(use_cache_ttl) and cached[1]["expire_at"] > time.time():
                 return ReadOutcome(data=cached[1]["data"], env=cached[1])
         failure = ReadOutcome()
+        if rk.contested:
+            outcome = await self._most_held(dkey, record_type, key, layer_id, failure)
+        else:
+            outcome = await self._newest_valid(dkey, record_type, key, layer_id, failure)
+        if outcome is None:
+            if not failure.closest:
+                failure.closest = [node_info(n) for n in self.node.closest_known(dkey)]
+            return failure
+        self._cache[dkey] = (time.monotonic(), outcome.env or {})
+        return outcome
+
+    async def _newest_valid(self, dkey: bytes, record_type: str, key: str, layer_id: int,
+                            failure: ReadOutcome) -> ReadOutcome | None:
+        """The local copy if it is genuine, else the newest genuine copy a lookup finds.
+
+        For keys only their owner may sign (an identity, a suppliers list): every genuine copy is
+        the owner's, and the newest is the owner's latest word.
+        """
         candidates: list[dict[str, Any]] = []
         local = self.node.get_local(dkey)
         if local is not None:
@@ -156,12 +174,42 @@ class Directory:
             failure.closest = [node_info(n) for n in found.closest]
             remote = [e for e in found.values if e not in candidates]
             outcome = await self._first_valid(remote, record_type, key, layer_id, failure)
-        if outcome is None:
-            if not failure.closest:
-                failure.closest = [node_info(n) for n in self.node.closest_known(dkey)]
-            return failure
-        self._cache[dkey] = (time.monotonic(), outcome.env or {})
         return outcome
+
+    async def _most_held(self, dkey: bytes, record_type: str, key: str, layer_id: int,
+                         failure: ReadOutcome) -> ReadOutcome | None:
+        """Of a key any user may claim (a nickname position), the claim most storing nodes hold.
+
+        A storing node keeps the first claim it meets and refuses another signer's
+        (`records.may_replace`), so the first claimant holds the key at every node that took its
+        write; a later squatter gets only the nodes that held no copy (one that missed the write,
+        its own). So the reader asks every one of the k closest nodes and takes the signer most of
+        them hold (a tie goes to the earlier claim), and of that signer's copies the newest.
+        Outvoting the first claimant takes owning most of the nodes closest to the key.
+        """
+        copies = await self.node.collect(dkey)
+        failure.closest = [node_info(n) for n in self.node.closest_known(dkey)]
+        verdicts: dict[str, bool] = {}
+        held: Counter[str] = Counter()
+        newest: dict[str, dict[str, Any]] = {}
+        earliest: dict[str, float] = {}
+        for env in copies:
+            text = records.canonical(env)
+            if text not in verdicts:
+                verdicts[text] = await self._first_valid([env], record_type, key, layer_id, failure) is not None
+            if not verdicts[text]:
+                continue
+            signer, published = str(env["signature"]["signer"]), float(env["published"])
+            held[signer] += 1
+            earliest[signer] = min(earliest.get(signer, published), published)
+            if signer not in newest or published > float(newest[signer]["published"]):
+                newest[signer] = env
+        if not held:
+            return None
+        if len(held) > 1:
+            log.info("%s record %r is claimed by %d signers: %s", record_type, key, len(held), dict(held))
+        chosen = max(held, key=lambda signer: (held[signer], -earliest[signer]))
+        return ReadOutcome(data=newest[chosen]["data"], env=newest[chosen])
 
     async def _first_valid(self, candidates: list[dict[str, Any]], record_type: str, key: str, layer_id: int,
                            failure: ReadOutcome) -> ReadOutcome | None:

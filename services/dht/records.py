@@ -60,6 +60,9 @@ class RecordKind:
     default_expire: int
     renew: bool
     """Whether the publishing node keeps the record alive (republishes with a fresh expiry)."""
+    contested: bool = False
+    """Whether any user may claim the key (a nickname position): readers then take the claim most
+    storing nodes hold (`Directory.read`), not the newest copy they happen to meet."""
 
 
 KINDS: dict[str, RecordKind] = {
@@ -67,7 +70,7 @@ KINDS: dict[str, RecordKind] = {
     for k in (
         RecordKind(SKIP_VALIDATION, (), (), DEFAULT_EXPIRE, False),
         RecordKind("nickname", ("key", "type", "timestamp", "idurl", "nickname", "position"),
-                   ("idurl",), 60 * 60 * 24, True),
+                   ("idurl",), 60 * 60 * 24, True, contested=True),
         RecordKind("identity", ("key", "type", "timestamp", "idurl", "identity"), ("idurl",), 60 * 60, True),
         RecordKind("suppliers", ("key", "type", "timestamp", "customer_idurl", "ecc_map", "suppliers", "revision"),
                    ("publisher_idurl", "customer_idurl"), 60 * 60 * 12, True),

@@ -144,6 +144,27 @@ async def test_nicknames_take_positions_and_are_found(network):
                        "position": -1}
 
 
+async def test_a_squatted_nickname_position_resolves_to_the_claim_most_nodes_hold(network):
+    alice, bob, carol, dave = network
+    await alice.write("nickname", "sam:0", records.nickname_data("sam", 0, alice.identity.idurl))
+    dkey = records.storage_key(0, "nickname", "sam:0")
+    # Bob claims the same position, signed by himself (a valid record of his own), later than Alice.
+    now = time.time()
+    squat = records.make_envelope(0, "nickname", "sam:0",
+                                  records.complete_data("nickname", "sam:0",
+                                                        records.nickname_data("sam", 0, bob.identity.idurl)),
+                                  now + 3600, bob.node.dht_id, published=now)
+    squat = await bob._signed(squat, bob.identity.idurl)
+    # Nodes holding Alice's claim refuse his; Dave missed Alice's write and took Bob's.
+    assert not carol.node.proto.accept_value(dkey, records.canonical(squat))
+    dave.node.store.delete(dkey)
+    assert dave.node.proto.accept_value(dkey, records.canonical(squat))
+    for reader in (dave, carol, bob):
+        found = await reader.read("nickname", "sam:0")
+        assert found.ok and found.data["idurl"] == alice.identity.idurl, reader.identity.idurl
+    assert (await dave.search_nickname("sam"))["idurl"] == alice.identity.idurl
+
+
 async def test_layer_members_are_discovered(network):
     alice, bob, carol, dave = network
     assert await bob.announce(3, bob.identity.idurl)
