@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/pytest -p no:cacheprovider -q "$@"
+exec .venv/bin/pytest -p no:cacheprovider -q --durations=15 "$@"

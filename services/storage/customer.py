@@ -87,25 +87,29 @@ class Customer:
     async def restore_if_empty(self) -> bool:
         """On a fresh home with a (recovered) identity: adopt the suppliers from the DHT, restore the catalog.
 
-        True once there is nothing (more) to do: the catalog or the suppliers exist, or the DHT says
-        this identity never had suppliers. False while there is no identity or nothing readable yet.
+        True once there is nothing (more) to do: the catalog exists, or was asked of the suppliers
+        (those employed already, else those the DHT lists). False while there is no identity, or no
+        suppliers to ask yet. Suppliers employed with an empty catalog are asked too: a restore
+        interrupted after adopting them (a crash) is finished at the next start.
         """
         me = await self.peers.me()
         if not me:
             return False
-        if self.catalog.items() or any(self.employer.idurls()):
+        if self.catalog.items():
             return True
         idurl = str(me["idurl"])
-        record = await self.peers.suppliers_record(idurl)
-        suppliers = [str(i or "") for i in record.get("suppliers") or []]
+        suppliers = self.employer.idurls()
         if not any(suppliers):
-            return False
-        if len(suppliers) != int(self.option(SUPPLIERS_NUMBER)) and self.set_option is not None:
-            # The adopted layout stays: hiring down to the default count would cancel suppliers.
-            await self.set_option(SUPPLIERS_NUMBER, len(suppliers))
-        self.employer.adopt(suppliers, int(record.get("revision") or 0))
-        log.info("adopted the %d suppliers of %s from the DHT", len(suppliers), me["global_id"])
-        self.spawn(self.employer.ping_all())
+            record = await self.peers.suppliers_record(idurl)
+            suppliers = [str(i or "") for i in record.get("suppliers") or []]
+            if not any(suppliers):
+                return False
+            if len(suppliers) != int(self.option(SUPPLIERS_NUMBER)) and self.set_option is not None:
+                # The adopted layout stays: hiring down to the default count would cancel suppliers.
+                await self.set_option(SUPPLIERS_NUMBER, len(suppliers))
+            self.employer.adopt(suppliers, int(record.get("revision") or 0))
+            log.info("adopted the %d suppliers of %s from the DHT", len(suppliers), me["global_id"])
+            self.spawn(self.employer.ping_all())
         key_id = f"master${me['global_id']}"
         try:
             await self.restore_index(key_id, idurl, suppliers)

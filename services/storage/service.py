@@ -82,6 +82,10 @@ class StorageService(SharesEndpoints, ServiceBase):
         self._wake = asyncio.Event()
         self._restore_until: float | None = time.monotonic()
         """While set, the upkeep tries to restore a catalog instead of hiring (once at start)."""
+        self._identity_lock = asyncio.Lock()
+        """Held by an upkeep round and by the handling of an identity change, so a change never lands
+        in the middle of a round: a round begun with no identity (just erased) would otherwise hire
+        suppliers for the identity recovered meanwhile, and its catalog would never be restored."""
         self._share_history: list[dict[str, Any]] = []
         # Blocks freed by worker threads stay at the top of their arena: given back once transfers stop.
         self.trimmer = Trimmer(idle=lambda: self.customer.transfers.idle())
@@ -122,7 +126,8 @@ class StorageService(SharesEndpoints, ServiceBase):
             try:
                 await self._drop_overdue_customers()
                 if self._customer_enabled():
-                    await self._restore_or_tick()
+                    async with self._identity_lock:
+                        await self._restore_or_tick()
             except asyncio.CancelledError:
                 raise
             except NodeError as err:
@@ -148,7 +153,12 @@ class StorageService(SharesEndpoints, ServiceBase):
 
     async def _restore_or_tick(self) -> None:
         """Restore a recovered identity's suppliers and catalog before hiring anyone new."""
-        await self._check_owner()
+        if not await self._check_owner():
+            # No identity (erased, not made yet): nothing to restore or hire for. A recovery opens a
+            # restore window of its own (`_identity_changed`); a new identity has nothing to restore.
+            if self._restore_until is not None and time.monotonic() >= self._restore_until:
+                self._restore_until = None
+            return
         if self._restore_until is not None:
             if time.monotonic() < self._restore_until and not await self._network_connected():
                 return  # the transport comes back under the recovered identity first (used home)
@@ -178,11 +188,14 @@ class StorageService(SharesEndpoints, ServiceBase):
         return Customer(self._customer_folder, self._spool, self.peers, self.ctx.automats, self.ctx.config.get,
                         self._emit, set_option=self._set_option)
 
-    async def _check_owner(self) -> None:
-        """The customer state is the present identity's: made for another key, it ends now."""
+    async def _check_owner(self) -> bool:
+        """The customer state is the present identity's: made for another key, it ends now.
+
+        False when this node has no identity now.
+        """
         me = await self.peers.me()
         if not me or not me.get("publickey"):
-            return
+            return False
         owner = customer_home.owner_of(self._customer_folder)
         if owner is not None and not customer_home.same_owner(owner, me):
             log.warning("the customer state here belongs to another identity: ending it before %s uses this node",
@@ -190,6 +203,7 @@ class StorageService(SharesEndpoints, ServiceBase):
             await self._end_customer_state()
         if owner != customer_home.claim_of(me):
             customer_home.claim(self._customer_folder, me)
+        return True
 
     async def _end_customer_state(self) -> None:
         """The identity left this node (erased, taken over): its suppliers, catalog, transfers and
@@ -204,6 +218,11 @@ class StorageService(SharesEndpoints, ServiceBase):
             await asyncio.to_thread(shutil.rmtree, trash, True)
 
     async def _on_identity(self, msg: Any) -> None:
+        async with self._identity_lock:
+            await self._identity_changed(msg)
+        self._wake.set()
+
+    async def _identity_changed(self, msg: Any) -> None:
         self.peers.forget_me()
         if msg.subject == subjects.event("local-identity-erased") and await self.peers.me() is None:
             await self._end_customer_state()
@@ -217,7 +236,6 @@ class StorageService(SharesEndpoints, ServiceBase):
                 log.warning("local-identity-rotated without its IDURLs")
             else:
                 self.customer.identity_rotated(idurl_to_global_id(old), idurl_to_global_id(new))
-        self._wake.set()
 
     async def _earlier_idurls(self, idurl: str) -> list[str]:
         """Where a (verified) identity was before: the sources it lists besides itself."""

@@ -187,13 +187,6 @@ def test_identity_recover_restores_the_newest_catalog(net, parties, tmp_path):
     assert [i["idurl"] for i in fresh.client.ok("suppliers_list")] == suppliers
 
 
-ERASE_RECOVER_INTERMITTENT = pytest.mark.xfail(
-    strict=False,
-    reason="intermittent (1 of 3 full runs): after an erase and a recovery a few seconds apart on one home, the "
-           "recovered identity's catalog restore sometimes never starts; open in issue 19")
-
-
-@ERASE_RECOVER_INTERMITTENT
 def test_erase_and_recover_on_a_used_home_restores_the_recovered_identity(net, parties, tmp_path):
     alice, bob, fresh = parties["alice"], parties["bob"], parties["fresh"]
     bobs_suppliers = [i["idurl"] for i in bob.client.ok("suppliers_list")]
@@ -212,7 +205,6 @@ def test_erase_and_recover_on_a_used_home_restores_the_recovered_identity(net, p
     assert [i["idurl"] for i in bob.client.ok("suppliers_list")] == alices, bobs_suppliers
 
 
-@ERASE_RECOVER_INTERMITTENT
 def test_a_storage_process_that_missed_the_erase_ends_the_state_at_start(net, parties):
     """bob's node (now running alice) erases alice and creates carol while its storage is stopped."""
     alice, bob = parties["alice"], parties["bob"]
