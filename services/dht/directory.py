@@ -24,6 +24,10 @@ from services.dht.node import DhtNode, node_info
 log = logging.getLogger(__name__)
 
 KEY_CACHE_TTL = 300.0
+CLAIM_WAIT = 2.0
+"""Seconds a contested read waits for the nodes it knows before deciding on the copies it has."""
+CLAIM_QUORUM = 3
+"""Genuine copies a contested read wants before it trusts a count; fewer, and it looks the key up."""
 MAX_KEYS = 10_000
 """Owners' public keys kept (records and member entries name them; peers choose the names)."""
 
@@ -183,33 +187,49 @@ class Directory:
         A storing node keeps the first claim it meets and refuses another signer's
         (`records.may_replace`), so the first claimant holds the key at every node that took its
         write; a later squatter gets only the nodes that held no copy (one that missed the write,
-        its own). So the reader asks every one of the k closest nodes and takes the signer most of
-        them hold (a tie goes to the earlier claim), and of that signer's copies the newest.
+        its own). So the reader counts genuine copies by signer (`records.Claims`): its own and
+        those of the closest nodes it knows, asked at once, until the answers still due cannot
+        change the leader (a dead contact delays nothing once the others agree). With fewer than
+        `CLAIM_QUORUM` copies that way (a large network, where the nodes we know are not the
+        holders), it looks the key up across the network and counts every holder's copy.
         Outvoting the first claimant takes owning most of the nodes closest to the key.
         """
-        copies = await self.node.collect(dkey)
         failure.closest = [node_info(n) for n in self.node.closest_known(dkey)]
-        verdicts: dict[str, bool] = {}
-        held: Counter[str] = Counter()
-        newest: dict[str, dict[str, Any]] = {}
-        earliest: dict[str, float] = {}
-        for env in copies:
-            text = records.canonical(env)
-            if text not in verdicts:
-                verdicts[text] = await self._first_valid([env], record_type, key, layer_id, failure) is not None
-            if not verdicts[text]:
-                continue
-            signer, published = str(env["signature"]["signer"]), float(env["published"])
-            held[signer] += 1
-            earliest[signer] = min(earliest.get(signer, published), published)
-            if signer not in newest or published > float(newest[signer]["published"]):
-                newest[signer] = env
-        if not held:
-            return None
-        if len(held) > 1:
-            log.info("%s record %r is claimed by %d signers: %s", record_type, key, len(held), dict(held))
-        chosen = max(held, key=lambda signer: (held[signer], -earliest[signer]))
-        return ReadOutcome(data=newest[chosen]["data"], env=newest[chosen])
+        claims = records.Claims()
+        checked: dict[str, bool] = {}
+        local = self.node.get_local(dkey)
+        if local is not None:
+            await self._count_claim(claims, checked, local, record_type, key, layer_id, failure)
+        asks = self.node.ask_known(dkey)
+        unanswered = len(asks)
+        try:
+            for answer in asyncio.as_completed(asks, timeout=CLAIM_WAIT):
+                env = await answer
+                unanswered -= 1
+                if env is not None:
+                    await self._count_claim(claims, checked, env, record_type, key, layer_id, failure)
+                if claims.copies >= CLAIM_QUORUM and claims.decided(unanswered):
+                    break
+        except TimeoutError:
+            pass
+        if claims.copies < CLAIM_QUORUM:
+            claims = records.Claims()
+            for env in await self.node.collect(dkey):
+                await self._count_claim(claims, checked, env, record_type, key, layer_id, failure)
+        if len(claims.held) > 1:
+            log.info("%s record %r is claimed by %d signers: %s", record_type, key, len(claims.held),
+                     dict(claims.held))
+        chosen = claims.chosen()
+        return None if chosen is None else ReadOutcome(data=chosen["data"], env=chosen)
+
+    async def _count_claim(self, claims: records.Claims, checked: dict[str, bool], env: dict[str, Any],
+                           record_type: str, key: str, layer_id: int, failure: ReadOutcome) -> None:
+        """Count `env` in `claims` if it is genuine (each distinct copy is verified once)."""
+        text = records.canonical(env)
+        if text not in checked:
+            checked[text] = await self._first_valid([env], record_type, key, layer_id, failure) is not None
+        if checked[text]:
+            claims.add(env)
 
     async def _first_valid(self, candidates: list[dict[str, Any]], record_type: str, key: str, layer_id: int,
                            failure: ReadOutcome) -> ReadOutcome | None:

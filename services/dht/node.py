@@ -63,6 +63,8 @@ class DhtNode:
         self.on_new_contact: Callable[[Node], None] | None = None
         self.verifier: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
         """Checks the owners' signatures of a record a peer asks us to store (see `DhtProtocol.rpc_store`)."""
+        self._asking: set[asyncio.Future[Any]] = set()
+        """Asks of `ask_known` still under way (kept referenced until they end)."""
 
     def _stored_or_new_id(self) -> bytes:
         # A restarted node keeps its id: the values it held are still "its" values.
@@ -166,6 +168,30 @@ class DhtNode:
                 values.append(env)
         values.sort(key=lambda e: float(e["published"]), reverse=True)
         return LookupResult(values, self.closest_known(dkey), crawl.rounds)
+
+    def ask_known(self, dkey: bytes) -> list[asyncio.Task[dict[str, Any] | None]]:
+        """Ask the closest nodes of our own routing table for their copy of `dkey`, all at once.
+
+        One FIND_VALUE each, no iterative lookup; each future gives that node's envelope, or None
+        when it holds none, answers something unreadable or never answers. The caller may stop
+        waiting at any time: the asks end on their own within the RPC timeout (a dead contact costs
+        the caller nothing it does not choose to wait for).
+        """
+        asks = [asyncio.ensure_future(self._copy_at(n, dkey)) for n in self.closest_known(dkey)]
+        for ask in asks:
+            self._asking.add(ask)
+            ask.add_done_callback(self._asking.discard)
+        return asks
+
+    async def _copy_at(self, node: Node, dkey: bytes) -> dict[str, Any] | None:
+        ok, answer = await self.proto.call_find_value(node, Node(dkey))
+        if not ok or not isinstance(answer, dict):
+            return None
+        try:
+            env = records.decode_envelope(answer.get("value"))
+        except records.RecordError:
+            return None
+        return env if records.storage_key(env["layer_id"], env["record_type"], env["key"]) == dkey else None
 
     async def collect(self, dkey: bytes) -> list[dict[str, Any]]:
         """Every copy of `dkey` held by the k closest nodes (for merged lists such as layer members)."""

@@ -22,7 +22,8 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import InvalidArgumentError
@@ -250,6 +251,43 @@ def may_replace(old: dict[str, Any], new: dict[str, Any]) -> bool:
     if float(new["published"]) != float(old["published"]):
         return float(new["published"]) > float(old["published"])
     return float(new["expire_at"]) >= float(old["expire_at"])
+
+
+@dataclass
+class Claims:
+    """Genuine copies of a contested record (any user may claim the key), counted by signer.
+
+    Storing nodes keep the first claim they meet, so the claim most of them hold is the first one;
+    a tie goes to the earlier `published`. Of the chosen signer's copies the newest stands.
+    """
+
+    held: Counter[str] = field(default_factory=Counter)
+    newest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    earliest: dict[str, float] = field(default_factory=dict)
+
+    def add(self, env: dict[str, Any]) -> None:
+        """Count one verified copy held by one node."""
+        signer, published = str(env["signature"]["signer"]), float(env["published"])
+        self.held[signer] += 1
+        self.earliest[signer] = min(self.earliest.get(signer, published), published)
+        if signer not in self.newest or published > float(self.newest[signer]["published"]):
+            self.newest[signer] = env
+
+    @property
+    def copies(self) -> int:
+        return sum(self.held.values())
+
+    def decided(self, unanswered: int) -> bool:
+        """Whether `unanswered` more copies could no longer change the leading claim."""
+        counts = sorted(self.held.values(), reverse=True) + [0, 0]
+        return counts[0] > counts[1] + unanswered
+
+    def chosen(self) -> dict[str, Any] | None:
+        """The newest copy of the claim most nodes hold; None without any copy."""
+        if not self.held:
+            return None
+        signer = max(self.held, key=lambda s: (self.held[s], -self.earliest[s]))
+        return self.newest[signer]
 
 
 # --- user ids -----------------------------------------------------------------------------------

@@ -165,6 +165,15 @@ async def test_a_squatted_nickname_position_resolves_to_the_claim_most_nodes_hol
     assert (await dave.search_nickname("sam"))["idurl"] == alice.identity.idurl
 
 
+async def test_a_nickname_read_does_not_wait_for_a_dead_contact_once_the_others_agree(network):
+    alice, bob, carol, dave = network
+    await alice.write("nickname", "kim:0", records.nickname_data("kim", 0, alice.identity.idurl))
+    dave.node.stop()  # still in everyone's routing table; it will never answer
+    found = await carol.read("nickname", "kim:0")
+    assert found.ok and found.data["idurl"] == alice.identity.idurl
+    assert carol.node._asking, "the read waited for the dead contact's ask to time out"
+
+
 async def test_layer_members_are_discovered(network):
     alice, bob, carol, dave = network
     assert await bob.announce(3, bob.identity.idurl)

@@ -107,3 +107,23 @@ def test_attached_layers_follow_services_and_option():
     with pytest.raises(ValueError):
         layers.check_layer_id(-1)
     assert layers.check_layer_id("3") == 3
+
+
+def _claim(signer: str, published: float) -> dict:
+    return {"signature": {"signer": signer}, "published": published, "data": {"idurl": signer}}
+
+
+def test_claims_take_the_signer_most_nodes_hold_then_its_newest_copy():
+    claims = records.Claims()
+    assert claims.chosen() is None and not claims.decided(0) and claims.copies == 0
+    for env in (_claim("alice", 10), _claim("bob", 50), _claim("alice", 30), _claim("alice", 20)):
+        claims.add(env)
+    assert claims.copies == 4 and claims.chosen() == _claim("alice", 30)
+    assert claims.decided(1) and not claims.decided(2)  # 3 against 1: two more for bob could tie
+
+
+def test_claims_held_equally_go_to_the_earlier_claim():
+    claims = records.Claims()
+    for env in (_claim("bob", 50), _claim("alice", 40), _claim("bob", 60), _claim("alice", 70)):
+        claims.add(env)
+    assert claims.chosen() == _claim("alice", 70) and not claims.decided(0)
