@@ -191,7 +191,8 @@ class Directory:
         those of the closest nodes it knows, asked at once, until the answers still due cannot
         change the leader (a dead contact delays nothing once the others agree). With fewer than
         `CLAIM_QUORUM` copies that way (a large network, where the nodes we know are not the
-        holders), it looks the key up across the network and counts every holder's copy.
+        holders), it looks the key up across the network and counts every holder's copy; with none,
+        one value lookup says whether anybody holds one (a miss costs what it costs for any record).
         Outvoting the first claimant takes owning most of the nodes closest to the key.
         """
         failure.closest = [node_info(n) for n in self.node.closest_known(dkey)]
@@ -210,9 +211,13 @@ class Directory:
                     await self._count_claim(claims, checked, env, record_type, key, layer_id, failure)
                 if claims.copies >= CLAIM_QUORUM and claims.decided(unanswered):
                     break
+                if claims.copies + unanswered < CLAIM_QUORUM:
+                    break  # too few copies whatever the rest say: look the key up now
         except TimeoutError:
             pass
         if claims.copies < CLAIM_QUORUM:
+            if not claims.copies and not (await self.node.get_remote(dkey)).values:
+                return None  # nobody holds one: a miss costs one lookup, as for any record
             claims = records.Claims()
             for env in await self.node.collect(dkey):
                 await self._count_claim(claims, checked, env, record_type, key, layer_id, failure)
