@@ -15,27 +15,11 @@ import pytest
 
 from deploy import localnet, node
 from tests.e2e.client import NodeClient
+from tests.e2e.storage_helpers import (SUPPLIERS, download, hire_suppliers, master_key, node_of,
+                                        suppliers_connected, upload)
 from tests.helpers import sha256_file, wait_for
 
 MIB = 1024 * 1024
-SUPPLIERS = 4
-
-
-def _master(identities: dict[str, dict], name: str) -> str:
-    return f"master${identities[name]['global_id']}"
-
-
-def _connected(client: NodeClient, count: int = SUPPLIERS) -> list[dict]:
-    items = client.ok("suppliers_list")
-    live = [i for i in items if i["supplier_state"] == "CONNECTED"]
-    return items if len(items) == count and len(live) == count else []
-
-
-def _by_idurl(net, idurl: str) -> NodeClient:
-    for client in net.nodes:
-        if client.ok("identity_get")["idurl"] == idurl:
-            return client
-    raise AssertionError(idurl)
 
 
 def _pid(client: NodeClient, program: str) -> int:
@@ -52,11 +36,7 @@ def _stop_program(client: NodeClient, program: str) -> None:
 
 @pytest.fixture(scope="module")
 def customer(localnet_nodes, identities) -> NodeClient:
-    client = localnet_nodes.nodes[1]
-    client.ok("config_set", key="services/customer/suppliers-number", value=SUPPLIERS)
-    client.ok("config_set", key="services/employer/replace-offline-after", value=3600)
-    wait_for(lambda: _connected(client), timeout=90, interval=0.5, what="4 suppliers CONNECTED")
-    return client
+    return hire_suppliers(localnet_nodes.nodes[1])
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +53,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (folder / "sub" / "b.bin").write_bytes(os.urandom(300_000))
     made["folder"] = folder
     return made
-
-
-def _upload(client: NodeClient, local: Path, remote: str) -> dict:
-    status, doc = client.call("file_upload_start", local_path=str(local), remote_path=remote, wait_result=True)
-    assert status == 200, doc
-    return doc["result"]
-
-
-def _download(client: NodeClient, remote: str, dest: Path) -> dict:
-    status, doc = client.call("file_download_start", remote_path=remote, destination_path=str(dest),
-                              wait_result=True)
-    assert status == 200, doc
-    return doc["result"]
 
 
 def test_hire_four_suppliers_and_publish_them(customer, identities):
@@ -111,14 +78,14 @@ def _by_idurl_from(customer: NodeClient, idurl: str, identities: dict[str, dict]
 
 
 def test_upload_download_identical(customer, identities, files, tmp_path):
-    master = _master(identities, customer.name)
+    master = master_key(identities, customer.name)
     for name in ("empty", "one", "four_plus"):
-        result = _upload(customer, files[name], f"{master}:e2e/{name}")
+        result = upload(customer, files[name], f"{master}:e2e/{name}")
         assert result["state"] == "ready" and result["version"]
         info = customer.ok("file_info", remote_path=f"{master}:e2e/{name}")
         assert info["size"] == files[name].stat().st_size
         assert info["versions"][0]["state"] == "ready"
-        got = _download(customer, f"{master}:e2e/{name}", tmp_path)
+        got = download(customer, f"{master}:e2e/{name}", tmp_path)
         assert got["downloaded"] is True
         assert sha256_file(Path(got["local_path"])) == sha256_file(files[name]), name
     assert customer.ok("file_exists", remote_path=f"{master}:e2e/one")["exist"] is True
@@ -128,28 +95,28 @@ def test_upload_download_identical(customer, identities, files, tmp_path):
 
 
 def test_folder_upload_download(customer, identities, files, tmp_path):
-    master = _master(identities, customer.name)
-    _upload(customer, files["folder"], f"{master}:tree")
-    got = _download(customer, f"{master}:tree", tmp_path)
+    master = master_key(identities, customer.name)
+    upload(customer, files["folder"], f"{master}:tree")
+    got = download(customer, f"{master}:tree", tmp_path)
     assert got["downloaded"] is True
     assert (tmp_path / "tree" / "a.txt").read_bytes() == (files["folder"] / "a.txt").read_bytes()
     assert sha256_file(tmp_path / "tree" / "sub" / "b.bin") == sha256_file(files["folder"] / "sub" / "b.bin")
 
 
 def test_big_file(customer, identities, tmp_path):
-    master = _master(identities, customer.name)
+    master = master_key(identities, customer.name)
     big = tmp_path / "big"
     with open(big, "wb") as handle:
         for _ in range(100):
             handle.write(os.urandom(MIB))
-    _upload(customer, big, f"{master}:e2e/big")
+    upload(customer, big, f"{master}:e2e/big")
     out = tmp_path / "out"
-    got = _download(customer, f"{master}:e2e/big", out)
+    got = download(customer, f"{master}:e2e/big", out)
     assert sha256_file(Path(got["local_path"])) == sha256_file(big)
 
 
 def test_bad_inputs(customer, identities, tmp_path):
-    master = _master(identities, customer.name)
+    master = master_key(identities, customer.name)
     status, doc = customer.call("file_upload_start", local_path=str(tmp_path / "missing"),
                                 remote_path=f"{master}:x")
     assert status == 404, doc
@@ -179,9 +146,9 @@ def test_bad_inputs(customer, identities, tmp_path):
 
 
 def test_corrupt_fragment_is_detected_and_repaired(net, customer, identities, files, tmp_path):
-    master = _master(identities, customer.name)
+    master = master_key(identities, customer.name)
     items = customer.ok("suppliers_list")
-    supplier = _by_idurl(net, items[0]["idurl"])
+    supplier = node_of(net, items[0]["idurl"])
     uid = customer.ok("file_info", remote_path=f"{master}:e2e/four_plus")["versions"][0]["version"]
     fragments = sorted((supplier.home.root / "state" / "storage" / "supplier" / "fragments").rglob(f"*.{uid}.0.0"))
     assert len(fragments) == 1
@@ -192,21 +159,21 @@ def test_corrupt_fragment_is_detected_and_repaired(net, customer, identities, fi
         if data:
             data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data) or b"junk")
-    got = _download(customer, f"{master}:e2e/four_plus", tmp_path)
+    got = download(customer, f"{master}:e2e/four_plus", tmp_path)
     assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])
     wait_for(lambda: any(p.exists() and p.read_bytes() == originals[p] for p in fragments), timeout=30,
              interval=0.2, what="a corrupt fragment repaired")
 
 
 def test_two_of_four_suppliers_stopped(net, customer, identities, files, tmp_path):
-    master = _master(identities, customer.name)
+    master = master_key(identities, customer.name)
     items = customer.ok("suppliers_list")
-    stopped = [_by_idurl(net, items[i]["idurl"]) for i in (1, 2)]
+    stopped = [node_of(net, items[i]["idurl"]) for i in (1, 2)]
     for client in stopped:
         _stop_program(client, "storage")
     try:
         for name in ("one", "four_plus"):
-            got = _download(customer, f"{master}:e2e/{name}", tmp_path / name)
+            got = download(customer, f"{master}:e2e/{name}", tmp_path / name)
             assert sha256_file(Path(got["local_path"])) == sha256_file(files[name])
     finally:
         for client in stopped:
@@ -215,12 +182,12 @@ def test_two_of_four_suppliers_stopped(net, customer, identities, files, tmp_pat
 
 
 def test_supplier_change_rebuilds(net, customer, identities, files, tmp_path):
-    master = _master(identities, customer.name)
+    master = master_key(identities, customer.name)
     before = customer.ok("suppliers_list")
     result = customer.ok("supplier_change", position=0)
     assert result["idurl"] != before[0]["idurl"]
-    wait_for(lambda: _connected(customer), timeout=60, interval=0.5, what="new supplier CONNECTED")
-    new = _by_idurl(net, result["idurl"])
+    wait_for(lambda: suppliers_connected(customer), timeout=60, interval=0.5, what="new supplier CONNECTED")
+    new = node_of(net, result["idurl"])
 
     def rebuilt():
         space = new.ok("space_donated")
@@ -229,11 +196,11 @@ def test_supplier_change_rebuilds(net, customer, identities, files, tmp_path):
 
     wait_for(rebuilt, timeout=120, interval=0.5, what="fragments rebuilt on the new supplier")
     # With the suppliers at positions 1 and 2 stopped, block fragments must come from 0 (rebuilt) and 3.
-    stopped = [_by_idurl(net, before[i]["idurl"]) for i in (1, 2)]
+    stopped = [node_of(net, before[i]["idurl"]) for i in (1, 2)]
     for client in stopped:
         _stop_program(client, "storage")
     try:
-        got = _download(customer, f"{master}:e2e/four_plus", tmp_path)
+        got = download(customer, f"{master}:e2e/four_plus", tmp_path)
         assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])
     finally:
         for client in stopped:
@@ -242,7 +209,7 @@ def test_supplier_change_rebuilds(net, customer, identities, files, tmp_path):
 
 
 def test_kill_customer_storage_mid_upload(net, customer, identities, files, tmp_path):
-    master = _master(identities, customer.name)
+    master = master_key(identities, customer.name)
     big = tmp_path / "killed"
     with open(big, "wb") as handle:
         for _ in range(64):
@@ -253,21 +220,21 @@ def test_kill_customer_storage_mid_upload(net, customer, identities, files, tmp_
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: node.healthy(customer.home) and _pid(customer, "storage") != pid, timeout=60, interval=0.2,
              what="storage restarted")
-    wait_for(lambda: _connected(customer), timeout=60, interval=0.5, what="suppliers back")
+    wait_for(lambda: suppliers_connected(customer), timeout=60, interval=0.5, what="suppliers back")
     info = customer.ok("file_info", remote_path=f"{master}:e2e/killed")
     assert all(v["state"] != "ready" or v["size"] == big.stat().st_size for v in info["versions"])
     assert all(v["state"] != "uploading" for v in info["versions"])
-    got = _download(customer, f"{master}:e2e/four_plus", tmp_path / "after")
+    got = download(customer, f"{master}:e2e/four_plus", tmp_path / "after")
     assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])
 
 
 def test_kill_supplier_storage_mid_upload(net, customer, identities, tmp_path):
-    master = _master(identities, customer.name)
+    master = master_key(identities, customer.name)
     big = tmp_path / "during"
     with open(big, "wb") as handle:
         for _ in range(32):
             handle.write(os.urandom(MIB))
-    supplier = _by_idurl(net, customer.ok("suppliers_list")[3]["idurl"])
+    supplier = node_of(net, customer.ok("suppliers_list")[3]["idurl"])
     pid = _pid(supplier, "storage")
     status, doc = customer.call("file_upload_start", local_path=str(big), remote_path=f"{master}:e2e/during")
     assert status == 200, doc
@@ -280,7 +247,7 @@ def test_kill_supplier_storage_mid_upload(net, customer, identities, tmp_path):
 
     info = wait_for(finished, timeout=120, interval=0.5, what="upload finished")
     if info["versions"][0]["state"] == "ready":
-        got = _download(customer, f"{master}:e2e/during", tmp_path / "out")
+        got = download(customer, f"{master}:e2e/during", tmp_path / "out")
         assert sha256_file(Path(got["local_path"])) == sha256_file(big)
 
 
@@ -291,12 +258,12 @@ def test_share_granted_downloads_elsewhere(net, customer, identities, tmp_path):
     assert key_id.startswith("share_") and key_id.endswith("$" + identities[customer.name]["global_id"])
     payload = tmp_path / "shared.bin"
     payload.write_bytes(os.urandom(300_000))
-    _upload(customer, payload, f"{key_id}:docs/shared.bin")
+    upload(customer, payload, f"{key_id}:docs/shared.bin")
     granted = customer.ok("share_grant", key_id=key_id, trusted_user_id=identities[friend.name]["global_id"])
     assert granted["suppliers_granted"] >= 2
     assert any(s["key_id"] == key_id for s in friend.ok("shares_list"))
     friend.ok("share_open", key_id=key_id)
-    got = _download(friend, f"{key_id}:docs/shared.bin", tmp_path / "friend")
+    got = download(friend, f"{key_id}:docs/shared.bin", tmp_path / "friend")
     assert sha256_file(Path(got["local_path"])) == sha256_file(payload)
 
 
@@ -308,9 +275,9 @@ def _reason(client: NodeClient, method: str, **kwargs) -> str:
 def test_identity_recover_on_a_fresh_node_restores_catalog_and_files(localnet_nodes, customer, identities, files,
                                                                       tmp_path):
     """Runs last in this module: node-1's identity moves to a new node, then comes back to node-1."""
-    master = _master(identities, customer.name)
+    master = master_key(identities, customer.name)
     remote = f"{master}:recover/four_plus"
-    _upload(customer, files["four_plus"], remote)
+    upload(customer, files["four_plus"], remote)
     listed = {i["path"] for i in customer.ok("files_list", remote_path=f"{master}:recover")}
     backup = tmp_path / "node-1.key"
     customer.ok("identity_backup", destination_filepath=str(backup))
@@ -327,9 +294,9 @@ def test_identity_recover_on_a_fresh_node_restores_catalog_and_files(localnet_no
         wait_for(lambda: fresh.call("file_exists", remote_path=remote)[1].get("result", {}).get("exist"),
                  timeout=90, interval=0.5, what="the catalog restored on the fresh node")
         assert {i["path"] for i in fresh.ok("files_list", remote_path=f"{master}:recover")} == listed
-        got = _download(fresh, remote, tmp_path / "restored")
+        got = download(fresh, remote, tmp_path / "restored")
         assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])
-        wait_for(lambda: _connected(fresh), timeout=60, interval=0.5, what="the adopted suppliers CONNECTED")
+        wait_for(lambda: suppliers_connected(fresh), timeout=60, interval=0.5, what="the adopted suppliers CONNECTED")
     finally:
         # node-1 takes its identity back so that the tests after this module find it as it was.
         status, doc = customer.call("identity_recover", private_key_source=str(backup))
@@ -337,6 +304,6 @@ def test_identity_recover_on_a_fresh_node_restores_catalog_and_files(localnet_no
         wait_for(lambda: _reason(fresh, "identity_get") == "identity_taken_over", timeout=30, interval=0.3,
                  what="the fresh node sees the identity taken back")
         node.stop(fresh.home)
-    wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="node-1's suppliers CONNECTED again")
-    got = _download(customer, remote, tmp_path / "back")
+    wait_for(lambda: suppliers_connected(customer), timeout=90, interval=0.5, what="node-1's suppliers CONNECTED again")
+    got = download(customer, remote, tmp_path / "back")
     assert sha256_file(Path(got["local_path"])) == sha256_file(files["four_plus"])

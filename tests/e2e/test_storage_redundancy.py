@@ -17,27 +17,11 @@ import pytest
 
 from deploy import node
 from tests.e2e.client import NodeClient
+from tests.e2e.storage_helpers import (SUPPLIERS, downloaded_path, hire_suppliers, master_key, node_of,
+                                        suppliers_connected, upload)
 from tests.helpers import sha256_file, wait_for
 
 KIB, MIB = 1024, 1024 * 1024
-SUPPLIERS = 4
-
-
-def _master(identities: dict[str, dict], name: str) -> str:
-    return f"master${identities[name]['global_id']}"
-
-
-def _connected(client: NodeClient) -> list[dict]:
-    items = client.ok("suppliers_list")
-    live = [i for i in items if i["supplier_state"] == "CONNECTED"]
-    return items if len(items) == SUPPLIERS and len(live) == SUPPLIERS else []
-
-
-def _by_idurl(net: Any, idurl: str) -> NodeClient:
-    for client in net.nodes:
-        if client.ok("identity_get")["idurl"] == idurl:
-            return client
-    raise AssertionError(idurl)
 
 
 def _random_file(path: Path, size: int) -> Path:
@@ -75,24 +59,7 @@ def _stopped(client: NodeClient, program: str) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def customer(localnet_nodes, identities) -> NodeClient:
-    client = localnet_nodes.nodes[1]
-    client.ok("config_set", key="services/customer/suppliers-number", value=SUPPLIERS)
-    client.ok("config_set", key="services/employer/replace-offline-after", value=3600)
-    wait_for(lambda: _connected(client), timeout=90, interval=0.5, what="4 suppliers CONNECTED")
-    return client
-
-
-def _upload(client: NodeClient, local: Path, remote: str) -> dict:
-    status, doc = client.call("file_upload_start", local_path=str(local), remote_path=remote, wait_result=True)
-    assert status == 200, doc
-    return doc["result"]
-
-
-def _download(client: NodeClient, remote: str, dest: Path) -> Path:
-    status, doc = client.call("file_download_start", remote_path=remote, destination_path=str(dest),
-                              wait_result=True)
-    assert status == 200, doc
-    return Path(doc["result"]["local_path"])
+    return hire_suppliers(localnet_nodes.nodes[1])
 
 
 def _versions(client: NodeClient, remote: str) -> dict[str, dict]:
@@ -109,7 +76,7 @@ def _finished(client: NodeClient, remote: str, uid: str) -> dict | None:
 
 
 def test_files_sync_during_an_upload_keeps_its_fragments(customer, identities, tmp_path):
-    remote = f"{_master(identities, customer.name)}:redundancy/syncing"
+    remote = f"{master_key(identities, customer.name)}:redundancy/syncing"
     source = _random_file(tmp_path / "syncing", 24 * MIB)
     # Small blocks one at a time: the upload runs for seconds, files_sync runs inside it.
     with _options(customer, {"services/backups/block-size": 64 * KIB, "services/backups/upload-window": 1}):
@@ -123,21 +90,21 @@ def test_files_sync_during_an_upload_keeps_its_fragments(customer, identities, t
         version = wait_for(lambda: _finished(customer, remote, uid), timeout=180, interval=0.3,
                            what="the upload finished")
     assert version["state"] == "ready", version
-    assert sha256_file(_download(customer, remote, tmp_path / "out")) == sha256_file(source)
+    assert sha256_file(downloaded_path(customer, remote, tmp_path / "out")) == sha256_file(source)
     assert version["reliable"] == "100%" and version["delivered"] == "100%", version
     assert all(s["fragments"] == version["max_block"] + 1 for s in version["suppliers"]), version
 
 
 def test_a_supplier_away_makes_a_degraded_version_that_is_repaired(net, customer, identities, tmp_path):
-    remote = f"{_master(identities, customer.name)}:redundancy/degraded"
+    remote = f"{master_key(identities, customer.name)}:redundancy/degraded"
     first = _random_file(tmp_path / "first", 3 * MIB)
     second = _random_file(tmp_path / "second", 40 * MIB)
     with _options(customer, {"services/backups/max-copies": 1}):
-        good = _upload(customer, first, remote)["version"]
+        good = upload(customer, first, remote)["version"]
         suppliers = customer.ok("suppliers_list")
-        away = _by_idurl(net, suppliers[3]["idurl"])
+        away = node_of(net, suppliers[3]["idurl"])
         with _stopped(away, "transport"):
-            result = _upload(customer, second, remote)
+            result = upload(customer, second, remote)
             # Three of four positions acknowledged: readable, but not "any two of the four".
             assert result["state"] == "degraded", result
             assert result["versions"][0]["missing_positions"] == [3], result
@@ -148,24 +115,24 @@ def test_a_supplier_away_makes_a_degraded_version_that_is_repaired(net, customer
             assert versions[good]["state"] == "ready" and versions[good]["reliable"] == "100%", versions
             assert new["reliable"] == "75%" and new["suppliers"][3]["fragments"] == 0, new
             assert all(s["fragments"] == new["max_block"] + 1 for s in new["suppliers"][:3]), new
-            assert sha256_file(_download(customer, remote, tmp_path / "degraded")) == sha256_file(second)
+            assert sha256_file(downloaded_path(customer, remote, tmp_path / "degraded")) == sha256_file(second)
         # The supplier is back: the node sends it the fragments it lacks, the version becomes ready.
         repaired = wait_for(lambda: (v := _versions(customer, remote).get(result["version"])) and
                             v["state"] == "ready" and v, timeout=120, interval=0.5, what="the version repaired")
     assert repaired["reliable"] == "100%" and repaired["missing_positions"] == [], repaired
     assert good not in _versions(customer, remote)  # now the ready version counts against it
     # Any two suppliers bring it back, the repaired position among them.
-    stop = [_by_idurl(net, suppliers[i]["idurl"]) for i in (0, 1)]
+    stop = [node_of(net, suppliers[i]["idurl"]) for i in (0, 1)]
     with _stopped(stop[0], "transport"), _stopped(stop[1], "transport"):
-        assert sha256_file(_download(customer, remote, tmp_path / "half")) == sha256_file(second)
-    wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="suppliers CONNECTED again")
+        assert sha256_file(downloaded_path(customer, remote, tmp_path / "half")) == sha256_file(second)
+    wait_for(lambda: suppliers_connected(customer), timeout=90, interval=0.5, what="suppliers CONNECTED again")
 
 
 def test_retention_counts_only_ready_versions(net, customer, identities, tmp_path):
-    remote = f"{_master(identities, customer.name)}:redundancy/kept"
+    remote = f"{master_key(identities, customer.name)}:redundancy/kept"
     first = _random_file(tmp_path / "first", 2 * MIB)
     with _options(customer, {"services/backups/max-copies": 2}):
-        good = _upload(customer, first, remote)["version"]
+        good = upload(customer, first, remote)["version"]
         with _options(customer, {"services/backups/block-size": 64 * KIB, "services/backups/upload-window": 1}):
             status, doc = customer.call("file_upload_start", local_path=str(_random_file(tmp_path / "cut", 16 * MIB)),
                                         remote_path=remote)
@@ -175,12 +142,12 @@ def test_retention_counts_only_ready_versions(net, customer, identities, tmp_pat
                      interval=0.05, what="the second upload under way")
             customer.ok("file_upload_stop", remote_path=remote)
         assert _versions(customer, remote)[cut]["state"] == "failed"
-        last = _upload(customer, _random_file(tmp_path / "last", 2 * MIB), remote)["version"]
+        last = upload(customer, _random_file(tmp_path / "last", 2 * MIB), remote)["version"]
         versions = _versions(customer, remote)
     # Two copies kept means two good ones: the failed upload does not push the first out.
     assert versions[good]["state"] == "ready" and versions[last]["state"] == "ready", versions
     assert cut not in versions, versions
-    holders = [_by_idurl(net, s["idurl"]) for s in customer.ok("suppliers_list")]
+    holders = [node_of(net, s["idurl"]) for s in customer.ok("suppliers_list")]
 
     def fragments(uid: str) -> int:
         return sum(len(list((c.home.root / "state" / "storage" / "supplier" / "fragments").rglob(f"*.{uid}.*")))
@@ -191,13 +158,13 @@ def test_retention_counts_only_ready_versions(net, customer, identities, tmp_pat
 
 
 def test_a_replaced_supplier_is_rebuilt_and_the_version_ready_again(net, customer, identities, tmp_path):
-    remote = f"{_master(identities, customer.name)}:redundancy/replaced"
+    remote = f"{master_key(identities, customer.name)}:redundancy/replaced"
     source = _random_file(tmp_path / "replaced", 20 * MIB)
-    uid = _upload(customer, source, remote)["version"]
+    uid = upload(customer, source, remote)["version"]
     before = customer.ok("suppliers_list")
     changed = customer.ok("supplier_change", position=2)
     assert changed["idurl"] != before[2]["idurl"]
-    wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="the new supplier CONNECTED")
+    wait_for(lambda: suppliers_connected(customer), timeout=90, interval=0.5, what="the new supplier CONNECTED")
 
     def rebuilt() -> dict | None:
         version = _versions(customer, remote)[uid]
@@ -206,11 +173,11 @@ def test_a_replaced_supplier_is_rebuilt_and_the_version_ready_again(net, custome
 
     version = wait_for(rebuilt, timeout=120, interval=0.5, what="position 2 rebuilt on the new supplier")
     assert version["reliable"] == "100%" and version["missing_positions"] == [], version
-    newcomer = _by_idurl(net, changed["idurl"])
+    newcomer = node_of(net, changed["idurl"])
     held = list((newcomer.home.root / "state" / "storage" / "supplier" / "fragments").rglob(f"*.{uid}.*.2"))
     assert len(held) == version["max_block"] + 1
     # The two suppliers that were never replaced can be away: the rebuilt position serves its share.
-    stop = [_by_idurl(net, before[i]["idurl"]) for i in (0, 1)]
+    stop = [node_of(net, before[i]["idurl"]) for i in (0, 1)]
     with _stopped(stop[0], "transport"), _stopped(stop[1], "transport"):
-        assert sha256_file(_download(customer, remote, tmp_path / "half")) == sha256_file(source)
-    wait_for(lambda: _connected(customer), timeout=90, interval=0.5, what="suppliers CONNECTED again")
+        assert sha256_file(downloaded_path(customer, remote, tmp_path / "half")) == sha256_file(source)
+    wait_for(lambda: suppliers_connected(customer), timeout=90, interval=0.5, what="suppliers CONNECTED again")
