@@ -184,30 +184,23 @@ class DhtNode:
         return asks
 
     async def _copy_at(self, node: Node, dkey: bytes) -> dict[str, Any] | None:
+        """`node`'s copy of `dkey`, decoded; None when it holds none, answers something unreadable or not at all.
+
+        Where the envelope says it lives is for the reader to check (`Directory.verify`).
+        """
         ok, answer = await self.proto.call_find_value(node, Node(dkey))
         if not ok or not isinstance(answer, dict):
             return None
         try:
-            env = records.decode_envelope(answer.get("value"))
+            return records.decode_envelope(answer.get("value"))
         except records.RecordError:
             return None
-        return env if records.storage_key(env["layer_id"], env["record_type"], env["key"]) == dkey else None
 
     async def collect(self, dkey: bytes) -> list[dict[str, Any]]:
-        """Every copy of `dkey` held by the k closest nodes (for merged lists such as layer members)."""
+        """Every copy of `dkey` held here and by the k closest nodes (for merged lists such as layer members)."""
         nodes, _ = await self.find_nodes(dkey)
-        answers = await asyncio.gather(*(self.proto.call_find_value(n, Node(dkey)) for n in nodes))
-        found = []
-        local = self.get_local(dkey)
-        if local is not None:
-            found.append(local)
-        for ok, answer in answers:
-            if ok and isinstance(answer, dict):
-                try:
-                    found.append(records.decode_envelope(answer.get("value")))
-                except records.RecordError:
-                    continue
-        return found
+        answers = await asyncio.gather(*(self._copy_at(n, dkey) for n in nodes))
+        return [env for env in (self.get_local(dkey), *answers) if env is not None]
 
     async def store_value(self, dkey: bytes, text: str) -> tuple[list[Node], bool]:
         """Store an envelope at the k closest nodes (and here when we are among them).
